@@ -1,0 +1,44 @@
+//! Reading a request body: whole, Content-Length or chunked, within
+//! `max_body_bytes` (checked up front and while reading) and with an idle
+//! timeout between two reads, like NGINX's `client_body_timeout`.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
+
+use crate::error::RequestError;
+
+pub async fn read_limited(
+    mut body: Incoming,
+    limit: u64,
+    idle_timeout: Duration,
+) -> Result<Bytes, RequestError> {
+    let too_large = || RequestError::BodyTooLarge { limit };
+    let hint = body.size_hint();
+    if hint.lower() > limit {
+        return Err(too_large()); // Content-Length says so: do not read it at all.
+    }
+    let capacity = hint.exact().unwrap_or(0).min(limit);
+    let mut buf = BytesMut::with_capacity(usize::try_from(capacity).unwrap_or(0));
+    loop {
+        let frame = match tokio::time::timeout(idle_timeout, body.frame()).await {
+            Err(_) => {
+                return Err(RequestError::BodyTimeout {
+                    secs: idle_timeout.as_secs(),
+                });
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(RequestError::BodyRead(e.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}

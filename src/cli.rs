@@ -1,0 +1,43 @@
+//! The command line. Every subcommand takes `--config` (or `DLSRV_CONFIG`)
+//! and loads it through [`crate::config::Config::load`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dlsrv",
+    version,
+    about = "Receives and archives OTT netDL logger transmissions"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service on the configured Unix socket.
+    Serve(ConfigArg),
+    /// Load and validate the configuration, print the effective values.
+    CheckConfig(ConfigArg),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// TOML configuration file; `DLSRV_*` environment variables override it.
+    #[arg(long, short, env = "DLSRV_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

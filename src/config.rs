@@ -1,0 +1,348 @@
+//! Configuration: defaults, then a TOML file, then `DLSRV_*` environment
+//! variables, merged by figment into [`Config`] and checked by
+//! [`Config::validate`].
+//!
+//! Every subcommand loads its configuration through [`Config::load`], so
+//! `dlsrv check-config` sees exactly what `dlsrv serve` would run with.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The environment variable prefix: `DLSRV_DATA_DIR` overrides `data_dir`.
+pub const ENV_PREFIX: &str = "DLSRV_";
+
+/// Longest path a Unix socket address can hold (`sun_path` is 108 bytes,
+/// including the terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The effective configuration of one dlsrv instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Path of the Unix socket NGINX connects to.
+    pub socket: PathBuf,
+    /// Permission bits of the socket file, octal (`"0660"`).
+    pub socket_mode: FileMode,
+    /// Group of the socket file (a name or a numeric id); NGINX's group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<String>,
+    /// Length of the kernel's queue of not yet accepted connections.
+    pub listen_backlog: u32,
+    /// Root of the archive.
+    pub data_dir: PathBuf,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: u64,
+    /// Suffix of files being written; sync jobs skip `*<temp_suffix>`.
+    pub temp_suffix: String,
+    /// Seconds a client may take to send a request's headers; also how long
+    /// an idle keep-alive connection is kept open.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client may pause while sending the body (between two reads).
+    pub body_read_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+    /// Temp files older than this many seconds are removed at start.
+    pub stale_temp_age_secs: u64,
+    /// Value of the `Retry-After` header sent with a 503.
+    pub retry_after_secs: u64,
+    /// tracing filter: a level (`info`) or directives (`dlsrv=debug,hyper=info`).
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: PathBuf::from("./dlsrv.sock"),
+            socket_mode: FileMode(0o660),
+            socket_group: None,
+            listen_backlog: 1024,
+            data_dir: PathBuf::from("./data"),
+            max_body_bytes: 16 * 1024 * 1024,
+            temp_suffix: ".tmp".to_owned(),
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
+            shutdown_grace_secs: 20,
+            stale_temp_age_secs: 3600,
+            retry_after_secs: 60,
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (which must exist when given), then the
+    /// `DLSRV_*` environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let config: Config = Self::figment(file)?
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The providers, in order of precedence (last wins).
+    pub fn figment(file: Option<&Path>) -> anyhow::Result<Figment> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            // figment silently skips a missing file; a named one must exist.
+            std::fs::metadata(file)
+                .with_context(|| format!("cannot read configuration file {}", file.display()))?;
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        // DLSRV_CONFIG names the file (see the CLI); it is not a key.
+        // DLSRV_SOCKET_MODE is passed as raw text: figment would read `0640`
+        // as the decimal number 640.
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).ignore(&["config", "socket_mode"]));
+        if let Ok(mode) = std::env::var(format!("{ENV_PREFIX}SOCKET_MODE")) {
+            figment = figment.merge(Serialized::default("socket_mode", mode));
+        }
+        Ok(figment)
+    }
+
+    /// Checks what types alone cannot: ranges, lengths, names that must resolve.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let socket_len = self.socket.as_os_str().len();
+        if socket_len == 0 {
+            bail!("socket: must not be empty");
+        }
+        if socket_len > MAX_SOCKET_PATH {
+            bail!(
+                "socket: path {} is {socket_len} bytes, a Unix socket path holds at most {MAX_SOCKET_PATH}",
+                self.socket.display()
+            );
+        }
+        if self.socket_mode.0 > 0o777 {
+            bail!("socket_mode: {} has bits beyond 0777", self.socket_mode);
+        }
+        if self.socket_mode.0 & 0o600 != 0o600 {
+            bail!(
+                "socket_mode: {} must give the owner read and write",
+                self.socket_mode
+            );
+        }
+        if let Some(group) = &self.socket_group {
+            resolve_group(group).with_context(|| format!("socket_group: {group:?}"))?;
+        }
+        if !(1..=65535).contains(&self.listen_backlog) {
+            bail!(
+                "listen_backlog: {} is not in 1..=65535",
+                self.listen_backlog
+            );
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            bail!("data_dir: must not be empty");
+        }
+        if self.max_body_bytes == 0 {
+            bail!("max_body_bytes: must be at least 1");
+        }
+        let suffix = &self.temp_suffix;
+        if suffix.len() < 2 || !suffix.starts_with('.') || suffix.contains('/') {
+            bail!("temp_suffix: {suffix:?} must start with '.', have a name, and contain no '/'");
+        }
+        for (key, secs) in [
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("body_read_timeout_secs", self.body_read_timeout_secs),
+            ("shutdown_grace_secs", self.shutdown_grace_secs),
+            ("stale_temp_age_secs", self.stale_temp_age_secs),
+            ("retry_after_secs", self.retry_after_secs),
+        ] {
+            if secs == 0 || secs > 86_400 * 7 {
+                bail!("{key}: {secs} is not in 1..=604800 seconds");
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map_err(|e| anyhow::anyhow!("log_level: {:?}: {e}", self.log_level))?;
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `check-config`.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string(self).context("cannot render the configuration as TOML")
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_read_timeout_secs)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn stale_temp_age(&self) -> Duration {
+        Duration::from_secs(self.stale_temp_age_secs)
+    }
+}
+
+/// Resolves a group name or numeric id to a gid.
+pub fn resolve_group(group: &str) -> anyhow::Result<nix::unistd::Gid> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(nix::unistd::Gid::from_raw(gid));
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid),
+        Ok(None) => bail!("no such group"),
+        Err(e) => bail!("cannot look up the group: {e}"),
+    }
+}
+
+/// Permission bits written and read as an octal string such as `"0660"`.
+///
+/// Integers are refused: `660` and `0o660` are different numbers, and only
+/// a string says unambiguously what was meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl fmt::Display for FileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl Serialize for FileMode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_octal(&text)
+            .map(FileMode)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    let digits = s.trim().trim_start_matches("0o");
+    if digits.is_empty() || digits.len() > 4 {
+        return Err(format!("{s:?} is not an octal mode such as \"0660\""));
+    }
+    u32::from_str_radix(digits, 8)
+        .map_err(|_| format!("{s:?} is not an octal mode such as \"0660\""))
+}
+
+#[cfg(test)]
+// figment::Jail's closures return figment::Error, which is large by design.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_run_from_a_checkout() {
+        Jail::expect_with(|_| {
+            let c = Config::load(None).expect("defaults load");
+            assert_eq!(c.socket, PathBuf::from("./dlsrv.sock"));
+            assert_eq!(c.data_dir, PathBuf::from("./data"));
+            assert_eq!(c.socket_mode, FileMode(0o660));
+            assert_eq!(c.max_body_bytes, 16 * 1024 * 1024);
+            assert_eq!(c.temp_suffix, ".tmp");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "dlsrv.toml",
+                r#"
+                socket = "/run/dlsrv/dlsrv.sock"
+                data_dir = "/srv/ott"
+                socket_mode = "0600"
+                max_body_bytes = 1000
+                "#,
+            )?;
+            jail.set_env("DLSRV_DATA_DIR", "/var/lib/dlsrv");
+            jail.set_env("DLSRV_SOCKET_MODE", "0640");
+            jail.set_env("DLSRV_CONFIG", "ignored-here");
+            let c = Config::load(Some(Path::new("dlsrv.toml"))).expect("loads");
+            assert_eq!(c.socket, PathBuf::from("/run/dlsrv/dlsrv.sock"));
+            assert_eq!(c.data_dir, PathBuf::from("/var/lib/dlsrv"));
+            assert_eq!(c.socket_mode, FileMode(0o640), "env wins and is octal");
+            assert_eq!(c.max_body_bytes, 1000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn socket_mode_is_octal_text_only() {
+        for (text, mode) in [
+            ("0660", 0o660),
+            ("660", 0o660),
+            ("0o600", 0o600),
+            ("0777", 0o777),
+        ] {
+            assert_eq!(parse_octal(text), Ok(mode), "{text}");
+        }
+        assert!(load_err("socket_mode = 0o640\n", &[]).contains("socket_mode"));
+        assert!(load_err("socket_mode = 660\n", &[]).contains("socket_mode"));
+        assert!(load_err("", &[("DLSRV_SOCKET_MODE", "0668")]).contains("socket_mode"));
+    }
+
+    fn load_err(toml: &str, env: &[(&str, &str)]) -> String {
+        let mut msg = String::new();
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", toml)?;
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
+            msg = format!(
+                "{:#}",
+                Config::load(Some(Path::new("c.toml"))).expect_err("must fail")
+            );
+            Ok(())
+        });
+        msg
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(load_err("colour = 1\n", &[]).contains("colour"));
+        assert!(load_err("", &[("DLSRV_NO_SUCH_KEY", "1")]).contains("no_such_key"));
+        assert!(load_err("max_body_bytes = \"big\"\n", &[]).contains("max_body_bytes"));
+        assert!(load_err("max_body_bytes = 0\n", &[]).contains("max_body_bytes"));
+        assert!(load_err("socket_mode = \"0999\"\n", &[]).contains("socket_mode"));
+        assert!(load_err("socket_mode = \"0060\"\n", &[]).contains("socket_mode"));
+        assert!(load_err("temp_suffix = \"tmp\"\n", &[]).contains("temp_suffix"));
+        assert!(load_err("log_level = \"dlsrv=loud\"\n", &[]).contains("log_level"));
+        assert!(
+            load_err("header_read_timeout_secs = 0\n", &[]).contains("header_read_timeout_secs")
+        );
+        assert!(load_err("socket_group = \"no-such-group-xyz\"\n", &[]).contains("socket_group"));
+        let long = format!("socket = \"/{}\"\n", "s".repeat(120));
+        assert!(load_err(&long, &[]).contains("socket"));
+    }
+
+    #[test]
+    fn missing_named_file_is_an_error() {
+        Jail::expect_with(|_| {
+            let e = Config::load(Some(Path::new("absent.toml"))).expect_err("must fail");
+            assert!(format!("{e:#}").contains("absent.toml"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn effective_values_round_trip_through_toml() {
+        let c = Config {
+            socket_group: Some("www-data".into()),
+            ..Config::default()
+        };
+        let text = c.to_toml().expect("renders");
+        assert!(text.contains("socket_mode = \"0660\""), "{text}");
+        let back: Config = toml::from_str(&text).expect("parses back");
+        assert_eq!(back, c);
+    }
+}

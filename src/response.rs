@@ -1,0 +1,108 @@
+//! What dlsrv answers: the OTT `Response` document, plain-text errors, `pong`.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http_body_util::Full;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Response, StatusCode};
+
+use crate::error::RequestError;
+
+pub type Body = Full<Bytes>;
+
+const XML: &str = "application/xml; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// `2020-10-22T00:01:06.209619`: UTC, ISO 8601, six fraction digits, no offset.
+pub fn iso_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}
+
+/// The OTT Response document the old deployment sent, with `stationId`
+/// escaped and `responseDateTime` set to the receipt time of the stored file.
+pub fn ott_response_document(station_id: &str, received: DateTime<Utc>) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Response stationId=\"{}\" responseDateTime=\"{}\" />",
+        quick_xml::escape::escape(station_id),
+        iso_time(received)
+    )
+}
+
+pub fn ott_response(station_id: &str, received: DateTime<Utc>) -> Response<Body> {
+    with_type(
+        StatusCode::OK,
+        XML,
+        ott_response_document(station_id, received),
+    )
+}
+
+pub fn pong() -> Response<Body> {
+    with_type(StatusCode::OK, TEXT, "pong\n".to_owned())
+}
+
+/// The answer to a refused request: its status, headers and one-line reason.
+pub fn error(e: &RequestError) -> Response<Body> {
+    let mut response = with_type(e.status(), TEXT, format!("{e}\n"));
+    for (name, value) in e.headers() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+fn with_type(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2020, 10, 22, 0, 1, 6)
+            .single()
+            .expect("valid")
+            + chrono::Duration::microseconds(209_619)
+    }
+
+    #[test]
+    fn matches_the_old_deployment_byte_for_byte() {
+        assert_eq!(
+            ott_response_document("0000452891", t()),
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Response stationId=\"0000452891\" responseDateTime=\"2020-10-22T00:01:06.209619\" />"
+        );
+    }
+
+    #[test]
+    fn always_six_fraction_digits() {
+        let whole = Utc
+            .with_ymd_and_hms(2021, 1, 2, 3, 4, 5)
+            .single()
+            .expect("valid");
+        assert_eq!(iso_time(whole), "2021-01-02T03:04:05.000000");
+    }
+
+    #[test]
+    fn station_id_is_escaped() {
+        let doc = ott_response_document("\"><x>&'", t());
+        assert!(
+            doc.contains("stationId=\"&quot;&gt;&lt;x&gt;&amp;&apos;\""),
+            "{doc}"
+        );
+    }
+
+    #[test]
+    fn error_carries_status_headers_and_one_line() {
+        let r = error(&RequestError::MethodNotAllowed { allow: "POST" });
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()["allow"], "POST");
+        assert_eq!(r.headers()[CONTENT_TYPE], TEXT);
+    }
+}
