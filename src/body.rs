@@ -30,7 +30,7 @@ pub async fn read_limited(
                 });
             }
             Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(RequestError::BodyRead(e.to_string())),
+            Ok(Some(Err(e))) => return Err(RequestError::BodyRead(with_cause(&e))),
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
@@ -41,4 +41,13 @@ pub async fn read_limited(
         }
     }
     Ok(buf.freeze())
+}
+
+/// hyper's message plus its cause: "error reading a body from connection:
+/// Invalid chunk body CR" tells an operator far more than the first half.
+fn with_cause(e: &hyper::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }

@@ -1,0 +1,273 @@
+//! Test harness: the real service on a real Unix socket in a temporary
+//! directory, and a raw HTTP/1.x client so tests control every byte sent.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dlsrv::config::Config;
+use dlsrv::listener::{self, SocketFile};
+use dlsrv::state::AppState;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running service, bound before it is spawned; stopped via a channel.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub data: PathBuf,
+    pub state: Arc<AppState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    socket_file: Option<SocketFile>,
+}
+
+pub fn test_config(dir: &Path) -> Config {
+    Config {
+        socket: dir.join("s.sock"),
+        data_dir: dir.join("data"),
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        Self::start_in(dir, config).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, config: Config) -> TestServer {
+        config.validate().expect("valid test config");
+        let state = Arc::new(AppState::new(config).expect("state"));
+        let (listener, socket_file) = listener::bind(&state.config).expect("bind");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(dlsrv::server::run(
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+            state.clone(),
+        ));
+        TestServer {
+            socket: state.config.socket.clone(),
+            data: state.archive.root().to_path_buf(),
+            dir,
+            state,
+            shutdown: Some(tx),
+            task: Some(task),
+            socket_file: Some(socket_file),
+        }
+    }
+
+    /// Signals shutdown and waits for the drain to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+        self.socket_file.take();
+    }
+
+    pub async fn connect(&self) -> Conn {
+        Conn::open(&self.socket).await
+    }
+
+    /// POSTs `body` with a Content-Length on a fresh connection.
+    pub async fn post(&self, target: &str, body: &[u8]) -> Reply {
+        let mut head = format!(
+            "POST {target} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        head.extend_from_slice(body);
+        self.raw(&head).await
+    }
+
+    pub async fn get(&self, target: &str) -> Reply {
+        self.raw(
+            format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+    }
+
+    /// Sends raw bytes on a fresh connection and reads one response.
+    pub async fn raw(&self, request: &[u8]) -> Reply {
+        let mut conn = self.connect().await;
+        conn.send(request).await;
+        conn.reply().await
+    }
+
+    /// Every regular file below the data directory.
+    pub fn stored_files(&self) -> Vec<PathBuf> {
+        files_under(&self.data)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// One client connection with a read buffer, for keep-alive and raw tests.
+pub struct Conn {
+    pub stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    pub async fn open(socket: &Path) -> Conn {
+        Conn {
+            stream: UnixStream::connect(socket).await.expect("connect"),
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send");
+    }
+
+    /// Reads one response (Content-Length, chunked-free, or until EOF).
+    pub async fn reply(&mut self) -> Reply {
+        tokio::time::timeout(Duration::from_secs(30), self.read_reply())
+            .await
+            .expect("reply within 30 s")
+    }
+
+    async fn read_reply(&mut self) -> Reply {
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i;
+            }
+            if self.fill().await == 0 {
+                panic!(
+                    "connection closed before a response: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        self.buf.drain(..head_end + 4);
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let length = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse::<usize>().ok());
+        // Interim (1xx) answers have no body.
+        let length = if (100..200).contains(&status) {
+            Some(0)
+        } else {
+            length
+        };
+        match length {
+            Some(n) => {
+                while self.buf.len() < n {
+                    assert!(self.fill().await > 0, "body cut short");
+                }
+            }
+            None => while self.fill().await > 0 {},
+        }
+        let n = length.unwrap_or(self.buf.len());
+        let body = self.buf.drain(..n).collect();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk).await.unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    /// True once the server has closed the connection (reads EOF).
+    pub async fn is_closed_by_server(&mut self) -> bool {
+        let mut chunk = [0u8; 64];
+        matches!(self.stream.read(&mut chunk).await, Ok(0) | Err(_))
+    }
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `responseDateTime` of an OTT Response document.
+    pub fn response_date_time(&self) -> String {
+        let text = self.text();
+        let start = text.find("responseDateTime=\"").expect("responseDateTime") + 18;
+        text[start..start + 26].to_owned()
+    }
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => files.extend(files_under(&path)),
+            Ok(_) => files.push(path),
+            Err(_) => {}
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A body with ISO-8859-1 bytes (0xB0 is a degree sign), NUL and 0xFF.
+pub fn latin1_body() -> Vec<u8> {
+    b"<?xml version=\"1.0\" encoding=\"iso-8859-1\"?>\n<StationDataList><StationData stationId=\"0000452891\"><ChannelData channelId=\"0020\" unit=\"\xb0C\"><Values><VT t=\"2020-10-22T01:00:00\">12.5</VT></Values></ChannelData></StationData></StationDataList>\n".to_vec()
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
