@@ -36,14 +36,16 @@ fn check_config(config: Config) -> anyhow::Result<()> {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     logging::init(&config.log_level)?;
+    // Opening the archive touches the disk: done before the runtime exists.
+    let state = Arc::new(AppState::new(config)?);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     runtime.block_on(async {
         let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        let state = Arc::new(AppState::new(config)?);
-        let (socket, socket_file) = listener::bind(&state.config)?;
+        let (socket, socket_file) = listener::listen(&state.config)?;
+        let path = socket_file.as_ref().map(|f| f.path().display().to_string());
         tracing::info!(
-            socket = %socket_file.path().display(),
+            socket = path.as_deref().unwrap_or("inherited from systemd"),
             data_dir = %state.archive.root().display(),
             version = env!("CARGO_PKG_VERSION"),
             "dlsrv ready"

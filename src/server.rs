@@ -41,9 +41,7 @@ pub async fn run(listener: UnixListener, shutdown: impl Future<Output = ()>, sta
                     let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                     connections.spawn(async move {
                         if let Err(e) = conn.await {
-                            // Hang-ups, header timeouts, malformed requests: the
-                            // client's business, and no other connection's.
-                            tracing::debug!(error = %e, "connection closed with an error");
+                            log_connection_error(&e);
                         }
                     });
                 }
@@ -73,4 +71,16 @@ pub async fn run(listener: UnixListener, shutdown: impl Future<Output = ()>, sta
         );
     }
     connections.shutdown().await;
+}
+
+/// A connection's error is the client's business and no other connection's.
+/// Malformed requests (hyper answered them 400 or 431) are refusals and get
+/// a warning; hang-ups and timeouts (idle keep-alive connections from NGINX's
+/// pool end that way every `header_read_timeout_secs`) are routine.
+fn log_connection_error(e: &hyper::Error) {
+    if e.is_parse() || e.is_parse_too_large() {
+        tracing::warn!(error = %e, "refused a malformed request");
+    } else {
+        tracing::debug!(error = %e, "connection closed");
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{TestServer, files_under, latin1_body};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SENDDATA: &str = "/ott/?stationid=0000452891&action=senddata";
 
@@ -349,5 +349,50 @@ async fn a_truncated_body_stores_nothing() {
     // A later request on another connection is served, and finds no partial file.
     assert_eq!(server.get("/ping").await.status, 200);
     assert!(server.stored_files().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_request_is_refused_without_affecting_other_connections() {
+    let server = TestServer::start().await;
+    let mut open = server.connect().await; // a well-behaved keep-alive client
+    open.send(
+        format!("POST {SENDDATA} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\none").as_bytes(),
+    )
+    .await;
+    assert_eq!(open.reply().await.status, 200);
+
+    for garbage in [
+        &b"\x00\x01\x02 not http at all\r\n\r\n"[..],
+        b"POST /ott/ HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nabcde",
+        b"POST /ott/?stationid=1&action=senddata HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ] {
+        let reply = server.raw(garbage).await;
+        assert_eq!(reply.status, 400, "{:?}", String::from_utf8_lossy(garbage));
+    }
+    let huge_header = format!(
+        "GET /ping HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(512 * 1024)
+    );
+    let mut conn = server.connect().await;
+    let _ = conn.stream.write_all(huge_header.as_bytes()).await; // the server may cut us off
+    let mut answer = Vec::new();
+    let _ = conn.stream.read_to_end(&mut answer).await; // a reset counts as closed
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    open.send(
+        format!("POST {SENDDATA} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\ntwo").as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        open.reply().await.status,
+        200,
+        "the other connection is unaffected"
+    );
+    assert_eq!(server.stored_files().len(), 2);
     server.stop().await;
 }
