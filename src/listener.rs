@@ -1,20 +1,25 @@
 //! The Unix socket NGINX connects to.
 //!
-//! [`bind`] refuses to touch anything at the socket path that is not a stale
-//! socket, sets the mode and group before `listen()` (so no connection can be
-//! accepted with the wrong permissions), and returns a [`SocketFile`] guard
-//! that removes the socket on shutdown, if it is still ours.
+//! [`listen`] takes the socket systemd passes (socket activation, see
+//! [`inherited`]) or else binds its own with [`bind`]. [`bind`] refuses to
+//! touch anything at the socket path that is not a stale socket, sets the
+//! mode and group before `listen()` (so no connection can be accepted with
+//! the wrong permissions), and returns a [`SocketFile`] guard that removes
+//! the socket on shutdown, if it is still ours. An inherited socket belongs
+//! to systemd, which removes it.
 
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use nix::sys::socket::{
-    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind as bind_fd, listen, socket,
+    AddressFamily, Backlog, SockFlag, SockType, SockaddrLike, SockaddrStorage, UnixAddr,
+    bind as bind_fd, getsockname, getsockopt, listen as listen_fd, socket, sockopt,
 };
 
 use crate::config::{Config, MAX_SOCKET_PATH, resolve_group};
@@ -44,6 +49,79 @@ impl Drop for SocketFile {
             _ => {} // gone, or replaced by another instance: not ours to remove
         }
     }
+}
+
+/// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: RawFd = 3;
+
+/// The socket to serve: systemd's, when it passed one, else our own.
+/// Returns the guard of a socket we bound ourselves. Must be called inside a
+/// tokio runtime.
+pub fn listen(config: &Config) -> anyhow::Result<(tokio::net::UnixListener, Option<SocketFile>)> {
+    if let Some(fd) = inherited()? {
+        let std_listener = std::os::unix::net::UnixListener::from(fd);
+        std_listener
+            .set_nonblocking(true)
+            .context("cannot make the inherited socket non-blocking")?;
+        let listener = tokio::net::UnixListener::from_std(std_listener)
+            .context("cannot register the inherited socket with the runtime")?;
+        tracing::info!("serving the socket passed by systemd (socket activation)");
+        return Ok((listener, None));
+    }
+    let (listener, guard) = bind(config)?;
+    Ok((listener, Some(guard)))
+}
+
+/// The listening socket systemd passed, if `LISTEN_PID` names this process
+/// and `LISTEN_FDS` is set. Exactly one descriptor is accepted, and it must be
+/// a listening Unix stream socket; anything else is an error, not ignored.
+pub fn inherited() -> anyhow::Result<Option<OwnedFd>> {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    let Ok(pid) = std::env::var("LISTEN_PID") else {
+        return Ok(None);
+    };
+    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+        return Ok(None); // meant for another process (our parent, say)
+    }
+    let count: u32 = std::env::var("LISTEN_FDS")
+        .context("LISTEN_PID is set but LISTEN_FDS is not")?
+        .trim()
+        .parse()
+        .context("LISTEN_FDS is not a number")?;
+    match count {
+        0 => return Ok(None),
+        1 => {}
+        n => bail!("systemd passed {n} sockets; dlsrv serves exactly one (one ListenStream=)"),
+    }
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        bail!("the inherited socket was already taken");
+    }
+    let fd = LISTEN_FDS_START;
+    let domain = getsockname::<SockaddrStorage>(fd)
+        .context("descriptor 3 from systemd is not a socket")?
+        .family();
+    if domain != Some(AddressFamily::Unix) {
+        bail!(
+            "the socket systemd passed is not a Unix socket ({domain:?}); use ListenStream=/path"
+        );
+    }
+    // SAFETY: LISTEN_PID names this process, so systemd gave us descriptor 3
+    // to own, and TAKEN makes sure it is wrapped only once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let kind =
+        getsockopt(&owned, sockopt::SockType).context("cannot query the inherited socket")?;
+    if kind != SockType::Stream {
+        bail!("the socket systemd passed is not a stream socket ({kind:?})");
+    }
+    if !getsockopt(&owned, sockopt::AcceptConn).context("cannot query the inherited socket")? {
+        bail!("the socket systemd passed is not listening");
+    }
+    nix::fcntl::fcntl(
+        &owned,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .context("cannot set close-on-exec on the inherited socket")?;
+    Ok(Some(owned))
 }
 
 /// Binds the configured socket and starts listening. Must be called inside
@@ -96,7 +174,7 @@ pub fn bind(config: &Config) -> anyhow::Result<(tokio::net::UnixListener, Socket
         .unwrap_or(i32::MAX)
         .min(Backlog::MAXCONN.into());
     let backlog = Backlog::new(backlog).context("invalid listen_backlog")?;
-    listen(&fd, backlog).with_context(|| format!("cannot listen on {}", path.display()))?;
+    listen_fd(&fd, backlog).with_context(|| format!("cannot listen on {}", path.display()))?;
 
     let listener = tokio::net::UnixListener::from_std(fd.into())
         .context("cannot register the socket with the runtime")?;

@@ -12,14 +12,7 @@ use std::time::Duration;
 use common::{Conn, files_under};
 
 fn dlsrv() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dlsrv"));
-    // The tests' environment must not leak into the configuration.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("DLSRV_") || key == "NOTIFY_SOCKET" || key == "JOURNAL_STREAM" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
+    common::dlsrv_command()
 }
 
 fn output(cmd: &mut Command) -> (Output, String, String) {

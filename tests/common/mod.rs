@@ -271,3 +271,20 @@ pub fn latin1_body() -> Vec<u8> {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// The `dlsrv` binary with none of the test's own `DLSRV_*`, systemd or
+/// journald variables leaking into it.
+pub fn dlsrv_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dlsrv"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("DLSRV_")
+            || key.starts_with("LISTEN_")
+            || key.starts_with("WATCHDOG_")
+            || key == "NOTIFY_SOCKET"
+            || key == "JOURNAL_STREAM"
+        {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
