@@ -3,13 +3,10 @@
 
 mod common;
 
-use std::io::Read;
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
-use common::{Conn, files_under};
+use common::{Conn, Daemon, files_under};
 
 fn dlsrv() -> Command {
     common::dlsrv_command()
@@ -83,73 +80,17 @@ fn check_config_prints_effective_values_and_names_bad_keys() {
     assert!(stderr.contains("/nonexistent/dlsrv.toml"), "{stderr}");
 }
 
-/// The binary started like systemd would start it: with `NOTIFY_SOCKET`,
-/// so the test waits for `READY=1` instead of sleeping.
-struct Running {
-    child: Child,
-    notify: UnixDatagram,
-    dir: tempfile::TempDir,
-}
-
-impl Running {
-    fn start() -> Running {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let notify_path = dir.path().join("notify");
-        let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
-        notify
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        let child = dlsrv()
-            .arg("serve")
-            .env("DLSRV_SOCKET", dir.path().join("s.sock"))
-            .env("DLSRV_DATA_DIR", dir.path().join("data"))
-            .env("DLSRV_SHUTDOWN_GRACE_SECS", "10")
-            .env("NOTIFY_SOCKET", &notify_path)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn dlsrv");
-        let running = Running { child, notify, dir };
-        assert_eq!(running.next_notification(), "READY=1");
-        running
-    }
-
-    fn next_notification(&self) -> String {
-        let mut buf = [0u8; 256];
-        let n = self
-            .notify
-            .recv(&mut buf)
-            .expect("a notification within 30 s");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
-
-    fn socket(&self) -> std::path::PathBuf {
-        self.dir.path().join("s.sock")
-    }
-
-    fn data(&self) -> std::path::PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn sigterm(&self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill");
-    }
-
-    /// Waits for exit; returns success and everything logged.
-    fn wait(mut self) -> (bool, String, tempfile::TempDir) {
-        let mut stderr = String::new();
-        if let Some(mut pipe) = self.child.stderr.take() {
-            pipe.read_to_string(&mut stderr).expect("stderr");
-        }
-        let status = self.child.wait().expect("wait");
-        (status.success(), stderr, self.dir)
-    }
+/// A daemon in its own temporary directory.
+fn start() -> (tempfile::TempDir, Daemon) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "s", &[]);
+    (dir, daemon)
 }
 
 #[tokio::test]
 async fn sigterm_drains_a_request_in_flight_then_removes_the_socket() {
-    let running = Running::start();
-    let socket = running.socket();
+    let (_dir, running) = start();
+    let socket = running.socket.clone();
     assert!(socket.exists());
 
     // A chunked upload, half sent when SIGTERM arrives. `100 Continue` comes
@@ -170,8 +111,8 @@ async fn sigterm_drains_a_request_in_flight_then_removes_the_socket() {
         reply.text()
     );
 
-    let data = running.data();
-    let (ok, log, _dir) = tokio::task::spawn_blocking(move || running.wait())
+    let data = running.data.clone();
+    let (ok, log) = tokio::task::spawn_blocking(move || running.wait())
         .await
         .expect("join");
     assert!(ok, "exit 0 after the drain; log:\n{log}");
@@ -188,8 +129,8 @@ async fn sigterm_drains_a_request_in_flight_then_removes_the_socket() {
 
 #[tokio::test]
 async fn logs_one_event_per_transmission_alarms_at_error_and_refusals_at_warn() {
-    let running = Running::start();
-    let socket = running.socket();
+    let (_dir, running) = start();
+    let socket = running.socket.clone();
     let post = |target: &'static str, body: &'static [u8]| {
         let socket = socket.clone();
         async move {
@@ -223,7 +164,7 @@ async fn logs_one_event_per_transmission_alarms_at_error_and_refusals_at_warn() 
         400
     );
     running.sigterm();
-    let (ok, log, _dir) = tokio::task::spawn_blocking(move || running.wait())
+    let (ok, log) = tokio::task::spawn_blocking(move || running.wait())
         .await
         .expect("join");
     assert!(ok);

@@ -288,3 +288,99 @@ pub fn dlsrv_command() -> std::process::Command {
     }
     cmd
 }
+
+/// The `dlsrv` binary started as systemd starts it: `NOTIFY_SOCKET` set, so
+/// start-up waits for `READY=1` instead of sleeping. Its stderr is collected
+/// live, so tests can read the log while it runs.
+pub struct Daemon {
+    child: std::process::Child,
+    notify: std::os::unix::net::UnixDatagram,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    pub socket: PathBuf,
+    pub data: PathBuf,
+}
+
+impl Daemon {
+    /// Starts an instance named `name` in `dir`: socket `dir/<name>.sock`,
+    /// archive `dir/data` (shared by all instances in `dir`).
+    pub fn start(dir: &Path, name: &str, env: &[(&str, &str)]) -> Daemon {
+        use std::io::BufRead;
+        let notify_path = dir.join(format!("{name}.notify"));
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+        notify
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let socket = dir.join(format!("{name}.sock"));
+        let data = dir.join("data");
+        let mut cmd = dlsrv_command();
+        cmd.arg("serve")
+            .env("DLSRV_SOCKET", &socket)
+            .env("DLSRV_DATA_DIR", &data)
+            .env("DLSRV_SHUTDOWN_GRACE_SECS", "10")
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn dlsrv");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let daemon = Daemon {
+            child,
+            notify,
+            log,
+            reader: Some(reader),
+            socket,
+            data,
+        };
+        let ready = daemon.next_notification();
+        assert_eq!(ready, "READY=1", "log:\n{}", daemon.log());
+        daemon
+    }
+
+    pub fn next_notification(&self) -> String {
+        let mut buf = [0u8; 256];
+        let n = self
+            .notify
+            .recv(&mut buf)
+            .expect("a notification within 30 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn sigterm(&self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill");
+    }
+
+    /// Waits for exit (blocking); returns success and the whole log.
+    pub fn wait(mut self) -> (bool, String) {
+        let status = self.child.wait().expect("wait");
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("log reader");
+        }
+        (status.success(), self.log())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,600 @@
+//! The deployment kit, proven with the real NGINX: the shipped site file,
+//! rendered for temporary paths, with a certificate made here, an htpasswd
+//! file, and the real `dlsrv` binary behind it. Also the `DESTDIR` install,
+//! the units (`systemd-analyze`) and `shellcheck`.
+//!
+//! Needs nginx, openssl, htpasswd (apache2-utils), curl, shellcheck and
+//! systemd-analyze: `.ci/test` installs them.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use common::{Daemon, files_under, is_root};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
+const LOGIN: &str = "logger7";
+const PASSWORD: &str = "s3cret-7";
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (run .ci/test to install it)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A self-signed certificate for `localhost` and an htpasswd file.
+fn credentials(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (cert, key, htpasswd) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("htpasswd"),
+    );
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null()));
+    run(Command::new("htpasswd")
+        .args(["-B", "-b", "-c"])
+        .arg(&htpasswd)
+        .args([LOGIN, PASSWORD]));
+    (cert, key, htpasswd)
+}
+
+/// The shipped site with its five absolute paths and its port replaced, and
+/// one upstream `server` line per dlsrv socket.
+fn render_site(
+    site: &str,
+    port: u16,
+    creds: &(PathBuf, PathBuf, PathBuf),
+    sockets: &[&Path],
+) -> String {
+    let upstream_line = site
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .starts_with("server unix:/run/dlsrv/dlsrv.sock")
+        })
+        .expect("the site's upstream names /run/dlsrv/dlsrv.sock");
+    let servers: Vec<String> = sockets
+        .iter()
+        .map(|s| upstream_line.replace("/run/dlsrv/dlsrv.sock", &s.display().to_string()))
+        .collect();
+    let rendered = site
+        .replace(upstream_line, &servers.join("\n"))
+        .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{port} ssl;"))
+        .replace("/etc/nginx/ssl/dlsrv.crt", &creds.0.display().to_string())
+        .replace("/etc/nginx/ssl/dlsrv.key", &creds.1.display().to_string())
+        .replace("/etc/nginx/.htpasswd", &creds.2.display().to_string())
+        .replace("server_name dlsrv.example.org;", "server_name localhost;");
+    assert!(
+        !rendered.contains("listen 443"),
+        "every listen line rendered"
+    );
+    rendered
+}
+
+/// The main `nginx.conf` around a site, everything under `prefix`.
+fn nginx_conf(prefix: &Path, site: &Path) -> String {
+    let p = prefix.display();
+    let user = if is_root() { "user root;\n" } else { "" };
+    format!(
+        "{user}worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n  access_log {p}/access.log;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  \
+         fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n  include {};\n}}\n",
+        site.display()
+    )
+}
+
+/// NGINX running the shipped site on a free loopback port.
+struct Nginx {
+    prefix: tempfile::TempDir,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(sockets: &[&Path]) -> Nginx {
+        let prefix = tempfile::tempdir().expect("tempdir");
+        let creds = credentials(prefix.path());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let site = fs::read_to_string(repo("deploy/nginx/dlsrv.conf")).expect("site");
+        let site_path = prefix.path().join("site.conf");
+        fs::write(&site_path, render_site(&site, port, &creds, sockets)).expect("site");
+        let conf = prefix.path().join("nginx.conf");
+        fs::write(&conf, nginx_conf(prefix.path(), &site_path)).expect("conf");
+        // Daemon mode: nginx returns once its listening socket is bound.
+        run(Command::new("nginx")
+            .arg("-p")
+            .arg(prefix.path())
+            .arg("-c")
+            .arg(&conf));
+        Nginx { prefix, port }
+    }
+
+    fn error_log(&self) -> String {
+        fs::read_to_string(self.prefix.path().join("error.log")).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    /// curl with the test CA, resolving localhost to the loopback address.
+    fn curl(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("curl");
+        cmd.args(["-sS", "-i", "-w", "\n%{http_code}", "--cacert"])
+            .arg(self.prefix.path().join("cert.pem"))
+            .arg("--resolve")
+            .arg(format!("localhost:{}:127.0.0.1", self.port));
+        cmd
+    }
+
+    async fn post(&self, target: &str, login: Option<(&str, &str)>, body: &[u8]) -> CurlReply {
+        let mut cmd = self.curl();
+        if let Some((user, password)) = login {
+            cmd.arg("-u").arg(format!("{user}:{password}"));
+        }
+        cmd.args(["-H", "Content-Type: application/xml", "--data-binary", "@-"])
+            .arg(self.url(target));
+        CurlReply::of(cmd, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> CurlReply {
+        let mut cmd = self.curl();
+        cmd.arg(self.url(path));
+        CurlReply::of(cmd, None).await
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let pid = fs::read_to_string(self.prefix.path().join("nginx.pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<i32>().ok());
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
+struct CurlReply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl CurlReply {
+    async fn of(mut cmd: tokio::process::Command, body: Option<&[u8]>) -> CurlReply {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("curl (run .ci/test to install it)");
+        let mut stdin = child.stdin.take().expect("stdin");
+        if let Some(body) = body {
+            stdin.write_all(body).await.expect("body to curl");
+        }
+        drop(stdin);
+        let out = child.wait_with_output().await.expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (rest, code) = text.rsplit_once('\n').expect("status line from -w");
+        let (head, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
+        CurlReply {
+            status: code.trim().parse().unwrap_or(0),
+            head: head.to_ascii_lowercase(),
+            body: body.to_owned(),
+        }
+    }
+
+    /// The archive path an OTT Response names, relative to the data dir.
+    fn stored_path(&self, action: &str, station: &str) -> PathBuf {
+        let start = self
+            .body
+            .find("responseDateTime=\"")
+            .expect("a Response document")
+            + 18;
+        let time = &self.body[start..start + 26];
+        PathBuf::from(action)
+            .join(time[..10].replace('-', "/"))
+            .join(format!("{station}_{}", time.replace(':', "+")))
+    }
+}
+
+fn sample() -> Vec<u8> {
+    fs::read(repo("transmission_test/samples/senddata.xml")).expect("sample")
+}
+
+#[tokio::test]
+async fn https_with_a_valid_login_stores_byte_exact_and_logs_the_login() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dlsrv = Daemon::start(dir.path(), "a", &[]);
+    let nginx = Nginx::start(&[&dlsrv.socket]);
+    let target = "/ott/?stationid=0000452891&action=senddata";
+
+    let reply = nginx.post(target, Some((LOGIN, PASSWORD)), &sample()).await;
+    assert_eq!(reply.status, 200, "{}{}", reply.head, nginx.error_log());
+    assert!(
+        reply.head.contains("strict-transport-security: max-age="),
+        "HSTS: {}",
+        reply.head
+    );
+    let stored = dlsrv.data.join(reply.stored_path("senddata", "0000452891"));
+    assert_eq!(
+        fs::read(&stored).expect("stored"),
+        sample(),
+        "byte-exact through NGINX"
+    );
+
+    assert_eq!(
+        nginx
+            .post(target, Some((LOGIN, "wrong")), &sample())
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        nginx
+            .post(target, Some(("nobody", PASSWORD)), &sample())
+            .await
+            .status,
+        401
+    );
+    assert_eq!(nginx.post(target, None, &sample()).await.status, 401);
+    assert_eq!(
+        files_under(&dlsrv.data).len(),
+        1,
+        "a refused login stores nothing"
+    );
+
+    let status = nginx.get("/server-status").await;
+    assert_eq!(status.status, 204, "no login needed for monitoring");
+    // A client cannot claim another login: NGINX overwrites the header.
+    let mut forged = nginx.curl();
+    forged.args([
+        "-u",
+        &format!("{LOGIN}:{PASSWORD}"),
+        "-H",
+        "X-Remote-User: admin",
+        "--data-binary",
+        "@-",
+    ]);
+    forged.arg(nginx.url(target));
+    assert_eq!(CurlReply::of(forged, Some(b"<x/>")).await.status, 200);
+
+    dlsrv.sigterm();
+    let (ok, log) = tokio::task::spawn_blocking(move || dlsrv.wait())
+        .await
+        .expect("join");
+    assert!(ok);
+    let stored_lines: Vec<_> = log.lines().filter(|l| l.contains("stored ")).collect();
+    assert_eq!(stored_lines.len(), 2, "{log}");
+    for line in stored_lines {
+        assert!(
+            line.contains(&format!("remote_user=\"{LOGIN}\"")),
+            "the login: {line}"
+        );
+        assert!(
+            line.contains("forwarded_for=\"127.0.0.1\""),
+            "the client: {line}"
+        );
+    }
+    assert!(
+        !log.contains("admin"),
+        "a forged X-Remote-User never reaches dlsrv"
+    );
+}
+
+#[tokio::test]
+async fn tls_1_1_and_older_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dlsrv = Daemon::start(dir.path(), "a", &[]);
+    let nginx = Nginx::start(&[&dlsrv.socket]);
+    let handshake = |version: &str| {
+        // SECLEVEL=0 lets this client offer old protocols: the refusal we
+        // check is the server's.
+        let out = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{}", nginx.port),
+                version,
+            ])
+            .args(["-cipher", "DEFAULT:@SECLEVEL=0", "-servername", "localhost"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("openssl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.status.success() && text.contains("Cipher is") && !text.contains("Cipher is (NONE)")
+    };
+    assert!(handshake("-tls1_2"), "TLS 1.2 is served");
+    assert!(handshake("-tls1_3"), "TLS 1.3 is served");
+    assert!(!handshake("-tls1_1"), "TLS 1.1 is refused");
+    assert!(!handshake("-tls1"), "TLS 1.0 is refused");
+}
+
+#[tokio::test]
+async fn a_44_kb_message_is_not_spooled_to_a_temporary_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dlsrv = Daemon::start(dir.path(), "a", &[]);
+    let nginx = Nginx::start(&[&dlsrv.socket]);
+    let target = "/ott/?stationid=0000452891&action=senddata";
+    let spooled = "buffered to a temporary file";
+
+    let typical = vec![b'4'; 44 * 1024];
+    assert_eq!(
+        nginx
+            .post(target, Some((LOGIN, PASSWORD)), &typical)
+            .await
+            .status,
+        200
+    );
+    assert!(
+        !nginx.error_log().contains(spooled),
+        "{}",
+        nginx.error_log()
+    );
+
+    // The check can fail: a body past client_body_buffer_size is spooled.
+    let large = vec![b'L'; 300 * 1024];
+    assert_eq!(
+        nginx
+            .post(target, Some((LOGIN, PASSWORD)), &large)
+            .await
+            .status,
+        200
+    );
+    assert!(
+        nginx.error_log().contains(spooled),
+        "control: {}",
+        nginx.error_log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_load_and_stopping_one_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Daemon::start(dir.path(), "a", &[]);
+    let b = Daemon::start(dir.path(), "b", &[]);
+    let nginx = Arc::new(Nginx::start(&[&a.socket, &b.socket]));
+    let total = 160;
+    let limit = Arc::new(Semaphore::new(8));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for i in 0..total {
+        let (nginx, limit, done_tx) = (nginx.clone(), limit.clone(), done_tx.clone());
+        tasks.push(tokio::spawn(async move {
+            let _slot = limit.acquire().await.expect("semaphore");
+            let station = format!("st{:03}", i % 7);
+            let body = format!("<StationDataList n=\"{i}\"/>").into_bytes();
+            let target = format!("/ott/?stationid={station}&action=senddata");
+            let reply = nginx.post(&target, Some((LOGIN, PASSWORD)), &body).await;
+            let _ = done_tx.send(());
+            (reply.status, reply.stored_path_if_ok(&station), body)
+        }));
+    }
+    // Stop instance a gracefully half-way through the load.
+    for _ in 0..total / 2 {
+        done_rx.recv().await.expect("progress");
+    }
+    let a_log_before_stop = a.log();
+    a.sigterm();
+    let mut paths = BTreeSet::new();
+    for task in tasks {
+        let (status, path, body) = task.await.expect("task");
+        assert_eq!(status, 200, "no request lost while an instance stops");
+        let path = path.expect("a Response naming the file");
+        assert_eq!(
+            fs::read(b.data.join(&path)).expect("every 200 has its file"),
+            body
+        );
+        assert!(paths.insert(path), "no two answers name the same file");
+    }
+    assert_eq!(
+        files_under(&b.data).len(),
+        total,
+        "one file per request, no collision"
+    );
+    let (a_ok, a_log) = tokio::task::spawn_blocking(move || a.wait())
+        .await
+        .expect("join");
+    assert!(a_ok, "a drained and exited 0");
+    let count = |log: &str| log.lines().filter(|l| l.contains("stored ")).count();
+    assert!(count(&a_log_before_stop) > 0, "instance a received traffic");
+    assert!(count(&b.log()) > 0, "instance b received traffic");
+    assert_eq!(
+        count(&a_log) + count(&b.log()),
+        total,
+        "each request stored by exactly one instance"
+    );
+}
+
+impl CurlReply {
+    fn stored_path_if_ok(&self, station: &str) -> Option<PathBuf> {
+        (self.status == 200).then(|| self.stored_path("senddata", station))
+    }
+}
+
+/// `DESTDIR=… install.sh` lays out the whole kit without touching the system.
+fn staged_install() -> tempfile::TempDir {
+    let dest = tempfile::tempdir().expect("tempdir");
+    run(Command::new("sh")
+        .arg(repo("deploy/install.sh"))
+        .args([
+            "--binary",
+            env!("CARGO_BIN_EXE_dlsrv"),
+            "--server-name",
+            "dl.example.net",
+        ])
+        .args(["--self-signed", "--add-logger", LOGIN])
+        .env("DESTDIR", dest.path())
+        .env("LOGGER_PASSWORD", PASSWORD));
+    dest
+}
+
+#[test]
+fn destdir_install_lays_out_the_whole_kit_and_is_idempotent() {
+    let dest = staged_install();
+    let d = dest.path();
+    for file in [
+        "usr/local/bin/dlsrv",
+        "etc/dlsrv/dlsrv.toml",
+        "etc/systemd/system/dlsrv.service",
+        "etc/systemd/system/dlsrv.socket",
+        "etc/tmpfiles.d/dlsrv.conf",
+        "etc/nginx/sites-available/dlsrv.conf",
+        "etc/nginx/ssl/dlsrv.crt",
+        "etc/nginx/ssl/dlsrv.key",
+        "etc/nginx/.htpasswd",
+    ] {
+        assert!(d.join(file).is_file(), "{file} staged");
+    }
+    assert!(d.join("var/lib/dlsrv").is_dir());
+    let site = fs::read_to_string(d.join("etc/nginx/sites-available/dlsrv.conf")).expect("site");
+    assert!(site.contains("server_name dl.example.net;"));
+    // The installed configuration is valid for the installed binary.
+    run(Command::new(d.join("usr/local/bin/dlsrv"))
+        .args(["check-config", "--config"])
+        .arg(d.join("etc/dlsrv/dlsrv.toml")));
+
+    // Again: an operator's edit of the config is kept, nothing else changes.
+    let conf = d.join("etc/dlsrv/dlsrv.toml");
+    let edited = format!(
+        "{}\n# edited by the operator\n",
+        fs::read_to_string(&conf).expect("conf")
+    );
+    fs::write(&conf, &edited).expect("edit");
+    let snapshot = |root: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        files_under(root)
+            .into_iter()
+            .map(|f| (f.clone(), fs::read(&f).unwrap_or_default()))
+            .collect()
+    };
+    let before = snapshot(d);
+    let out = run(Command::new("sh")
+        .arg(repo("deploy/install.sh"))
+        .args([
+            "--binary",
+            env!("CARGO_BIN_EXE_dlsrv"),
+            "--server-name",
+            "dl.example.net",
+        ])
+        .env("DESTDIR", d));
+    assert_eq!(snapshot(d), before, "a second run changes nothing");
+    assert_eq!(
+        fs::read_to_string(&conf).expect("conf"),
+        edited,
+        "config never overwritten"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("==>"),
+        "prints its steps"
+    );
+}
+
+#[test]
+fn staged_units_verify_and_are_sandboxed() {
+    let dest = staged_install();
+    let units = tempfile::tempdir().expect("tempdir");
+    let binary = dest.path().join("usr/local/bin/dlsrv");
+    for unit in ["dlsrv.service", "dlsrv.socket"] {
+        let text =
+            fs::read_to_string(dest.path().join("etc/systemd/system").join(unit)).expect("unit");
+        // The staged binary stands in for /usr/local/bin/dlsrv.
+        let text = text.replace("/usr/local/bin/dlsrv", &binary.display().to_string());
+        fs::write(units.path().join(unit), text).expect("write");
+    }
+    let out = run(Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(units.path().join("dlsrv.socket"))
+        .arg(units.path().join("dlsrv.service")));
+    let complaints = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !complaints.contains("dlsrv"),
+        "systemd-analyze verify: {complaints}"
+    );
+
+    let out = run(Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(dest.path().join("etc/systemd/system/dlsrv.service")));
+    let report = String::from_utf8_lossy(&out.stdout);
+    let exposure: f64 = report
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for dlsrv.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure in:\n{report}"));
+    assert!(exposure <= 2.0, "exposure {exposure} > 2.0:\n{report}");
+}
+
+#[test]
+fn install_sh_is_shellcheck_clean() {
+    run(Command::new("shellcheck")
+        .args(["-s", "sh"])
+        .arg(repo("deploy/install.sh")));
+}
+
+#[test]
+fn nginx_t_passes_on_the_staged_site_with_test_certificates() {
+    let dest = staged_install();
+    let d = dest.path();
+    // Point the staged site's absolute paths into the stage.
+    let site = fs::read_to_string(d.join("etc/nginx/sites-available/dlsrv.conf")).expect("site");
+    let staged = |p: &str| d.join(p.trim_start_matches('/')).display().to_string();
+    let site = site
+        .replace(
+            "/etc/nginx/ssl/dlsrv.crt",
+            &staged("/etc/nginx/ssl/dlsrv.crt"),
+        )
+        .replace(
+            "/etc/nginx/ssl/dlsrv.key",
+            &staged("/etc/nginx/ssl/dlsrv.key"),
+        )
+        .replace("/etc/nginx/.htpasswd", &staged("/etc/nginx/.htpasswd"))
+        .replace("listen 443 ssl;", "listen 127.0.0.1:1 ssl;");
+    let prefix = tempfile::tempdir().expect("tempdir");
+    let site_path = prefix.path().join("site.conf");
+    fs::write(&site_path, site).expect("site");
+    let conf = prefix.path().join("nginx.conf");
+    fs::write(&conf, nginx_conf(prefix.path(), &site_path)).expect("conf");
+    let out = run(Command::new("nginx")
+        .arg("-t")
+        .arg("-p")
+        .arg(prefix.path())
+        .arg("-c")
+        .arg(&conf));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("test is successful"));
+}
