@@ -23,8 +23,18 @@ pub fn init(level: &str) -> anyhow::Result<()> {
     if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(journald) => {
+                // No field prefix: STATION_ID, not tracing-journald's default
+                // F_STATION_ID, so `journalctl STATION_ID=…` works. Info is
+                // journald's "info" (6), not "notice".
+                let mut priorities = tracing_journald::PriorityMappings::new();
+                priorities.info = tracing_journald::Priority::Informational;
+                priorities.debug = tracing_journald::Priority::Debug;
+                let journald = journald
+                    .with_syslog_identifier(SYSLOG_IDENTIFIER.to_owned())
+                    .with_field_prefix(None)
+                    .with_priority_mappings(priorities);
                 return registry
-                    .with(journald.with_syslog_identifier(SYSLOG_IDENTIFIER.to_owned()))
+                    .with(journald)
                     .try_init()
                     .context("cannot install the journald logger");
             }
