@@ -108,6 +108,68 @@ impl Archive {
         result
     }
 
+    /// Creates `<root>/<rel_dir>/<name>` with `body`, durably and without
+    /// overwriting: fails with `AlreadyExists` when the name is taken.
+    pub fn create_durable(&self, rel_dir: &Path, name: &str, body: &[u8]) -> io::Result<PathBuf> {
+        let dir = self.root.join(rel_dir);
+        let (temp, file) = self.create_temp_in_day_dir(&dir, name)?;
+        let path = dir.join(name);
+        let result = write_synced(file, body, &temp)
+            .and_then(|()| self.rename_noreplace(&temp, &path))
+            .and_then(|()| fsync_dir(&dir).inspect_err(|_| remove_if_file(&path)));
+        if result.is_err() {
+            remove_if_file(&temp);
+        }
+        result.map(|()| path)
+    }
+
+    /// Writes or replaces `<root>/<rel_dir>/<name>` atomically (readers see
+    /// the old or the new content, never a mix); synced when `durable`.
+    pub fn replace(
+        &self,
+        rel_dir: &Path,
+        name: &str,
+        body: &[u8],
+        durable: bool,
+    ) -> io::Result<PathBuf> {
+        let dir = self.root.join(rel_dir);
+        let (temp, mut file) = self.create_temp_in_day_dir(&dir, name)?;
+        let path = dir.join(name);
+        let result = if durable {
+            write_synced(file, body, &temp)
+        } else {
+            file.write_all(body)
+                .map_err(|e| annotate(e, "write", &temp))
+        }
+        .and_then(|()| fs::rename(&temp, &path).map_err(|e| annotate(e, "rename to", &path)))
+        .and_then(|()| if durable { fsync_dir(&dir) } else { Ok(()) });
+        if result.is_err() {
+            remove_if_file(&temp);
+        }
+        result.map(|()| path)
+    }
+
+    /// Moves a file within the archive without overwriting, durably (both
+    /// directories synced). `NotFound` when `from` is gone (someone else
+    /// moved it first), `AlreadyExists` when `to` is taken.
+    pub fn move_durable(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let to_dir = to.parent().unwrap_or(&self.root);
+        self.ensure_durable_dir(to_dir)?;
+        match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => {}
+            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
+                fs::hard_link(from, to).map_err(|e| annotate(e, "link to", to))?;
+                fs::remove_file(from).map_err(|e| annotate(e, "remove", from))?;
+            }
+            Err(e) => return Err(annotate(e.into(), "move to", to)),
+        }
+        fsync_dir(to_dir)?;
+        match from.parent() {
+            Some(from_dir) if from_dir != to_dir => fsync_dir(from_dir),
+            _ => Ok(()),
+        }
+    }
+
     /// Moves the synced temp file to its final name and makes that durable.
     fn publish(
         &self,
@@ -234,14 +296,29 @@ impl Archive {
     }
 
     /// Removes temp files (`*<temp_suffix>`) older than `max_age` from the
-    /// archive root, each action directory, and the newest day directories of
-    /// each action: where a crashed or killed instance leaves them. Younger
-    /// ones may belong to another instance still writing. Returns what it removed.
+    /// archive root, each action directory, the newest day directories of
+    /// each action, and the command queue: where a crashed or killed
+    /// instance leaves them. Younger ones may belong to another instance
+    /// still writing. Returns what it removed.
     pub fn remove_stale_temps(&self, max_age: Duration) -> io::Result<Vec<PathBuf>> {
         let mut dirs = vec![self.root.clone()];
-        for action in sorted_subdirs(&self.root)? {
-            dirs.extend(newest_day_dirs(&action, STALE_SCAN_DAYS)?);
-            dirs.push(action);
+        for top in sorted_subdirs(&self.root)? {
+            let name = top
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if name.starts_with('.') {
+                continue; // duplicate markers: pruned whole, with their day
+            }
+            if name == crate::queue::DIR {
+                for station in sorted_subdirs(&top)? {
+                    dirs.extend(sorted_subdirs(&station)?);
+                }
+            } else {
+                dirs.extend(newest_day_dirs(&top, STALE_SCAN_DAYS)?);
+            }
+            dirs.push(top);
         }
         let now = SystemTime::now();
         let mut removed = Vec::new();

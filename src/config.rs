@@ -36,8 +36,15 @@ pub struct Config {
     pub listen_backlog: u32,
     /// Root of the archive.
     pub data_dir: PathBuf,
-    /// Largest accepted request body, in bytes.
+    /// Largest accepted body of an XML action, in bytes (before and after decoding).
     pub max_body_bytes: u64,
+    /// Largest accepted body of `sendconfiguration`/`sendfirmware`, in bytes.
+    pub max_upload_bytes: u64,
+    /// Identical bodies of one station and action within this many days are
+    /// answered 200 but stored once; 0 turns the check off.
+    pub duplicate_window_days: u32,
+    /// Files served on `getconfiguration`/`getfirmware`, by URL path.
+    pub downloads_dir: PathBuf,
     /// Suffix of files being written; sync jobs skip `*<temp_suffix>`.
     pub temp_suffix: String,
     /// Seconds a client may take to send a request's headers; also how long
@@ -64,6 +71,9 @@ impl Default for Config {
             listen_backlog: 1024,
             data_dir: PathBuf::from("./data"),
             max_body_bytes: 16 * 1024 * 1024,
+            max_upload_bytes: 64 * 1024 * 1024,
+            duplicate_window_days: 7,
+            downloads_dir: PathBuf::from("./downloads"),
             temp_suffix: ".tmp".to_owned(),
             header_read_timeout_secs: 30,
             body_read_timeout_secs: 60,
@@ -141,6 +151,18 @@ impl Config {
         if self.max_body_bytes == 0 {
             bail!("max_body_bytes: must be at least 1");
         }
+        if self.max_upload_bytes == 0 {
+            bail!("max_upload_bytes: must be at least 1");
+        }
+        if self.duplicate_window_days > 366 {
+            bail!(
+                "duplicate_window_days: {} is more than 366",
+                self.duplicate_window_days
+            );
+        }
+        if self.downloads_dir.as_os_str().is_empty() {
+            bail!("downloads_dir: must not be empty");
+        }
         let suffix = &self.temp_suffix;
         if suffix.len() < 2 || !suffix.starts_with('.') || suffix.contains('/') {
             bail!("temp_suffix: {suffix:?} must start with '.', have a name, and contain no '/'");
@@ -176,6 +198,11 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// The larger of the two body limits: what may arrive on the wire at all.
+    pub fn max_request_bytes(&self) -> u64 {
+        self.max_body_bytes.max(self.max_upload_bytes)
     }
 
     pub fn stale_temp_age(&self) -> Duration {
@@ -313,6 +340,9 @@ mod tests {
         assert!(load_err("", &[("DLSRV_NO_SUCH_KEY", "1")]).contains("no_such_key"));
         assert!(load_err("max_body_bytes = \"big\"\n", &[]).contains("max_body_bytes"));
         assert!(load_err("max_body_bytes = 0\n", &[]).contains("max_body_bytes"));
+        assert!(load_err("max_upload_bytes = 0\n", &[]).contains("max_upload_bytes"));
+        assert!(load_err("duplicate_window_days = 400\n", &[]).contains("duplicate_window_days"));
+        assert!(load_err("duplicate_window_days = -1\n", &[]).contains("duplicate_window_days"));
         assert!(load_err("socket_mode = \"0999\"\n", &[]).contains("socket_mode"));
         assert!(load_err("socket_mode = \"0060\"\n", &[]).contains("socket_mode"));
         assert!(load_err("temp_suffix = \"tmp\"\n", &[]).contains("temp_suffix"));

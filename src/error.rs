@@ -23,6 +23,12 @@ pub enum RequestError {
     UnknownAction(String),
     #[error("empty body")]
     EmptyBody,
+    #[error("unsupported Content-Encoding {0:?} (use deflate or gzip)")]
+    UnsupportedEncoding(String),
+    #[error("{0}")]
+    BadEncoding(String),
+    #[error("malformed document: {0}")]
+    Malformed(String),
     #[error("body larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("body not received within {secs} s of the last data")]
@@ -46,7 +52,10 @@ impl RequestError {
             | RequestError::BadStationId(_)
             | RequestError::UnknownAction(_)
             | RequestError::EmptyBody
+            | RequestError::BadEncoding(_)
+            | RequestError::Malformed(_)
             | RequestError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            RequestError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             RequestError::Store { .. } => StatusCode::SERVICE_UNAVAILABLE,

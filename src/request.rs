@@ -48,15 +48,36 @@ impl fmt::Display for StationId {
 pub enum Action {
     SendData,
     SendAlarm,
+    RequestCommand,
+    Acknowledge,
+    SendConfiguration,
+    SendFirmware,
+    GetConfiguration,
+    GetFirmware,
 }
 
 impl Action {
-    pub const ALL: [Action; 2] = [Action::SendData, Action::SendAlarm];
+    pub const ALL: [Action; 8] = [
+        Action::SendData,
+        Action::SendAlarm,
+        Action::RequestCommand,
+        Action::Acknowledge,
+        Action::SendConfiguration,
+        Action::SendFirmware,
+        Action::GetConfiguration,
+        Action::GetFirmware,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Action::SendData => "senddata",
             Action::SendAlarm => "sendalarm",
+            Action::RequestCommand => "requestcommand",
+            Action::Acknowledge => "acknowledge",
+            Action::SendConfiguration => "sendconfiguration",
+            Action::SendFirmware => "sendfirmware",
+            Action::GetConfiguration => "getconfiguration",
+            Action::GetFirmware => "getfirmware",
         }
     }
 
@@ -65,6 +86,41 @@ impl Action {
             .into_iter()
             .find(|a| a.name().as_bytes().eq_ignore_ascii_case(raw))
             .ok_or_else(|| RequestError::UnknownAction(String::from_utf8_lossy(raw).into_owned()))
+    }
+
+    /// The method a logger uses for this action.
+    pub fn method(self) -> hyper::Method {
+        match self {
+            Action::RequestCommand | Action::GetConfiguration | Action::GetFirmware => {
+                hyper::Method::GET
+            }
+            _ => hyper::Method::POST,
+        }
+    }
+
+    /// True for the actions whose body is archived.
+    pub fn stores_body(self) -> bool {
+        self.method() == hyper::Method::POST
+    }
+
+    /// The root element an XML action's body must have; `None` for binary uploads.
+    pub fn expected_root(self) -> Option<&'static str> {
+        match self {
+            Action::SendData => Some("StationDataList"),
+            Action::SendAlarm => Some("AlarmMessage"),
+            Action::Acknowledge => Some("Response"),
+            _ => None,
+        }
+    }
+
+    /// Binary uploads, with their own (larger) size limit.
+    pub fn is_upload(self) -> bool {
+        matches!(self, Action::SendConfiguration | Action::SendFirmware)
+    }
+
+    /// Static downloads of files the operator published.
+    pub fn is_download(self) -> bool {
+        matches!(self, Action::GetConfiguration | Action::GetFirmware)
     }
 }
 

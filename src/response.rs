@@ -36,6 +36,25 @@ pub fn ott_response(station_id: &str, received: DateTime<Utc>) -> Response<Body>
     )
 }
 
+/// A queued command or query document, sent as it was queued.
+pub fn document(doc: Vec<u8>) -> Response<Body> {
+    bytes_with_type(StatusCode::OK, "application/xml", Bytes::from(doc))
+}
+
+/// `requestcommand` with nothing pending: 200 and an empty body.
+pub fn empty() -> Response<Body> {
+    Response::new(Full::new(Bytes::new()))
+}
+
+/// A published file for `getconfiguration`/`getfirmware`.
+pub fn file(content: Vec<u8>) -> Response<Body> {
+    bytes_with_type(
+        StatusCode::OK,
+        "application/octet-stream",
+        Bytes::from(content),
+    )
+}
+
 pub fn pong() -> Response<Body> {
     with_type(StatusCode::OK, TEXT, "pong\n".to_owned())
 }
@@ -52,7 +71,11 @@ pub fn error(e: &RequestError) -> Response<Body> {
 }
 
 fn with_type(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    bytes_with_type(status, content_type, Bytes::from(body))
+}
+
+fn bytes_with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -1,5 +1,7 @@
-//! Routing and the OTT endpoint: `POST /ott[/]?stationid=…&action=…` stores
-//! the body and answers the OTT Response; `GET /ping` answers `pong`.
+//! Routing and the OTT endpoint. `/ott` and `/ott/` speak every action of
+//! the logger protocol (`?stationid=…&action=…`); `GET /ping` answers
+//! `pong`; `getconfiguration`/`getfirmware` are served at whatever path the
+//! operator published the file under.
 //!
 //! Every request is logged once, here: an info event per stored
 //! transmission, a warning per refused request, an error per failure to store.
@@ -8,16 +10,19 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use chrono::Utc;
 use hyper::body::Incoming;
-use hyper::{HeaderMap, Method, Request, Response};
+use hyper::header::CONTENT_ENCODING;
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 
-use crate::archive::Stored;
+use crate::encoding::Encoding;
 use crate::error::RequestError;
+use crate::intake::{self, Accepted, Refusal};
+use crate::queue::AckOutcome;
 use crate::request::{Action, OttQuery};
 use crate::response::{self, Body};
 use crate::state::AppState;
+use crate::xml;
 
 /// The hyper service: never fails, every outcome is a response.
 pub async fn handle(
@@ -26,10 +31,15 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let mut log = RequestLog::new(&req);
-    let result = route(req, &state, &mut log).await;
-    let response = match result {
+    let response = match route(req, &state, &mut log).await {
         Ok(response) => response,
-        Err(e) => response::error(&e),
+        Err(e) => {
+            log.reason = Some(match &e {
+                RequestError::Store { source, .. } => format!("{e}: {source}"),
+                _ => e.to_string(),
+            });
+            response::error(&e)
+        }
     };
     log.emit(response.status(), started);
     Ok(response)
@@ -40,91 +50,218 @@ async fn route(
     state: &Arc<AppState>,
     log: &mut RequestLog,
 ) -> Result<Response<Body>, RequestError> {
-    let result = match req.uri().path() {
-        "/ott" | "/ott/" => match *req.method() {
-            Method::POST => ott_post(req, state, log).await,
-            _ => Err(RequestError::MethodNotAllowed { allow: "POST" }),
-        },
+    let path = req.uri().path().to_owned();
+    match path.as_str() {
         "/ping" => match *req.method() {
             Method::GET | Method::HEAD => Ok(response::pong()),
             _ => Err(RequestError::MethodNotAllowed { allow: "GET, HEAD" }),
         },
-        _ => Err(RequestError::NotFound),
-    };
-    if let Err(e) = &result {
-        log.reason = Some(e.to_string());
-        if let RequestError::Store { source, .. } = e {
-            log.reason = Some(format!("{e}: {source}"));
+        "/ott" | "/ott/" => {
+            if !matches!(*req.method(), Method::GET | Method::POST) {
+                return Err(RequestError::MethodNotAllowed { allow: "GET, POST" });
+            }
+            let query = OttQuery::parse(req.uri().query())?;
+            log.station = Some(query.station.to_string());
+            log.action = Some(query.action);
+            if req.method() != query.action.method() {
+                let allow = if query.action.method() == Method::GET {
+                    "GET"
+                } else {
+                    "POST"
+                };
+                return Err(RequestError::MethodNotAllowed { allow });
+            }
+            match query.action {
+                Action::RequestCommand => request_command(state, &query, log).await,
+                action if action.is_download() => download(state, &path, log).await,
+                _ => post(req, state, query, log).await,
+            }
         }
+        // A published file, at the path the operator configured in the logger.
+        _ if *req.method() == Method::GET => match OttQuery::parse(req.uri().query()) {
+            Ok(query) if query.action.is_download() => {
+                log.station = Some(query.station.to_string());
+                log.action = Some(query.action);
+                download(state, &path, log).await
+            }
+            Err(e @ RequestError::BadStationId(_)) => Err(e),
+            _ => Err(RequestError::NotFound),
+        },
+        _ => Err(RequestError::NotFound),
     }
-    result
 }
 
-async fn ott_post(
+/// `senddata`, `sendalarm`, `acknowledge`, `sendconfiguration`, `sendfirmware`.
+async fn post(
     req: Request<Incoming>,
     state: &Arc<AppState>,
+    query: OttQuery,
     log: &mut RequestLog,
 ) -> Result<Response<Body>, RequestError> {
-    let query = OttQuery::parse(req.uri().query())?;
-    log.station = Some(query.station.to_string());
-    log.action = Some(query.action);
+    let encoding = Encoding::parse(req.headers().get(CONTENT_ENCODING).map(|v| v.as_bytes()))?;
+    log.encoding = encoding;
     let config = &state.config;
-    let body = crate::body::read_limited(
-        req.into_body(),
-        config.max_body_bytes,
-        config.body_read_timeout(),
-    )
-    .await?;
-    log.bytes = body.len();
-    if body.is_empty() {
+    let limit = if query.action.is_upload() {
+        config.max_upload_bytes
+    } else {
+        config.max_body_bytes
+    };
+    let raw = crate::body::read_limited(req.into_body(), limit, config.body_read_timeout()).await?;
+    log.bytes = raw.len();
+    if raw.is_empty() {
         return Err(RequestError::EmptyBody);
     }
-    let stored = store(state, query.action, query.station.as_str(), body.clone()).await?;
-    log.path = Some(stored.path.display().to_string());
-    if query.action == Action::SendAlarm {
-        tracing::error!(
-            station_id = query.station.as_str(),
-            alarm = %latin1_text(&body, 4096),
-            "alarm from station {}", query.station
-        );
-    }
-    Ok(response::ott_response(
-        query.station.as_str(),
-        stored.received,
-    ))
-}
-
-/// Stores on the blocking pool; any failure is a 503 the logger retries.
-async fn store(
-    state: &Arc<AppState>,
-    action: Action,
-    station: &str,
-    body: Bytes,
-) -> Result<Stored, RequestError> {
     let received = Utc::now();
     let task_state = Arc::clone(state);
-    let station = station.to_owned();
-    tokio::task::spawn_blocking(move || {
-        task_state
-            .archive
-            .store(action.name(), &station, received, &body)
+    let station = query.station.clone();
+    let action = query.action;
+    let result = tokio::task::spawn_blocking(move || {
+        intake::accept(&task_state, action, &station, encoding, raw, received)
     })
     .await
-    .map_err(|e| std::io::Error::other(format!("store task failed: {e}")))
-    .and_then(|stored| stored)
+    .unwrap_or_else(|e| {
+        Err(Refusal::from(RequestError::Store {
+            source: std::io::Error::other(format!("intake task failed: {e}")),
+            retry_after_secs: config.retry_after_secs,
+        }))
+    });
+    match result {
+        Ok(accepted) => {
+            log_details(&query, &accepted);
+            log.bytes = accepted.body.len();
+            log.path = Some(accepted.stored.path.display().to_string());
+            log.outcome = if accepted.duplicate {
+                Outcome::Duplicate
+            } else {
+                Outcome::Stored
+            };
+            Ok(response::ott_response(
+                query.station.as_str(),
+                accepted.stored.received,
+            ))
+        }
+        Err(refusal) => {
+            log.kept = refusal.kept.map(|p| p.display().to_string());
+            Err(refusal.error)
+        }
+    }
+}
+
+/// What a stored document says that operators must see: a `stationId`
+/// other than the query's, alarms, failed commands.
+fn log_details(query: &OttQuery, accepted: &Accepted) {
+    let station_id = query.station.as_str();
+    let action = query.action.name();
+    if let Some(summary) = &accepted.summary {
+        for other in summary
+            .station_ids
+            .iter()
+            .filter(|s| s.as_str() != station_id)
+        {
+            tracing::warn!(
+                station_id,
+                action,
+                document_station_id = other.as_str(),
+                "document names station {other}, the query {station_id}; stored under {station_id}"
+            );
+        }
+    }
+    if query.action == Action::SendAlarm && !accepted.duplicate {
+        let alarm: String = xml::text(&accepted.body).chars().take(4096).collect();
+        tracing::error!(
+            station_id,
+            alarm = alarm.as_str(),
+            "alarm from station {station_id}: {alarm}"
+        );
+    }
+    for (ack, outcome) in &accepted.acks {
+        let ack_id = ack.ack_id.as_str();
+        match outcome {
+            AckOutcome::Recorded { id } if ack.is_ok() => {
+                tracing::info!(
+                    station_id,
+                    ack_id,
+                    command = id.as_str(),
+                    "command {id} ackId {ack_id}: OK"
+                );
+            }
+            AckOutcome::Recorded { id } => tracing::warn!(
+                station_id,
+                ack_id,
+                command = id.as_str(),
+                ack_status = ack.status.as_str(),
+                reason = ack.reason.as_str(),
+                "command {id} ackId {ack_id}: {} {}",
+                ack.status,
+                ack.reason
+            ),
+            AckOutcome::UnknownAckId => tracing::warn!(
+                station_id,
+                ack_id,
+                ack_status = ack.status.as_str(),
+                "acknowledgement of ackId {ack_id}, which no command sent to {station_id} carries"
+            ),
+        }
+    }
+}
+
+/// `requestcommand`: the oldest pending document, once; else an empty 200.
+async fn request_command(
+    state: &Arc<AppState>,
+    query: &OttQuery,
+    log: &mut RequestLog,
+) -> Result<Response<Body>, RequestError> {
+    let task_state = Arc::clone(state);
+    let station = query.station.to_string();
+    let taken = tokio::task::spawn_blocking(move || {
+        crate::queue::take_next(&task_state.archive, &station, Utc::now())
+    })
+    .await
+    .map_err(|e| std::io::Error::other(format!("queue task failed: {e}")))
+    .and_then(|r| r)
     .map_err(|source| RequestError::Store {
         source,
         retry_after_secs: state.config.retry_after_secs,
+    })?;
+    Ok(match taken {
+        Some((id, doc)) => {
+            log.outcome = Outcome::Command;
+            log.bytes = doc.len();
+            log.path = Some(id);
+            response::document(doc)
+        }
+        None => response::empty(),
     })
 }
 
-/// The body as text for the log: UTF-8 if it is, ISO-8859-1 otherwise, cut
-/// at `max` characters. The archived file is never touched by this.
-fn latin1_text(body: &[u8], max: usize) -> String {
-    match std::str::from_utf8(body) {
-        Ok(s) => s.chars().take(max).collect(),
-        Err(_) => body.iter().take(max).map(|&b| char::from(b)).collect(),
-    }
+/// `getconfiguration`/`getfirmware`: the file published at `path`.
+async fn download(
+    state: &Arc<AppState>,
+    path: &str,
+    log: &mut RequestLog,
+) -> Result<Response<Body>, RequestError> {
+    let root = state.config.downloads_dir.clone();
+    let url_path = path.to_owned();
+    let (file, content) = tokio::task::spawn_blocking(move || {
+        let file = crate::downloads::resolve(&root, &url_path)?;
+        let content = std::fs::read(&file).map_err(|_| RequestError::NotFound)?;
+        Ok::<_, RequestError>((file, content))
+    })
+    .await
+    .map_err(|_| RequestError::NotFound)??;
+    log.outcome = Outcome::Download;
+    log.bytes = content.len();
+    log.path = Some(file.display().to_string());
+    Ok(response::file(content))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Other,
+    Stored,
+    Duplicate,
+    Command,
+    Download,
 }
 
 /// What the log line of one request says.
@@ -135,8 +272,11 @@ struct RequestLog {
     forwarded_for: Option<String>,
     station: Option<String>,
     action: Option<Action>,
+    encoding: Encoding,
     bytes: usize,
+    outcome: Outcome,
     path: Option<String>,
+    kept: Option<String>,
     reason: Option<String>,
 }
 
@@ -149,68 +289,111 @@ impl RequestLog {
             forwarded_for: header(req.headers(), "x-forwarded-for"),
             station: None,
             action: None,
+            encoding: Encoding::Identity,
             bytes: 0,
+            outcome: Outcome::Other,
             path: None,
+            kept: None,
             reason: None,
         }
     }
 
-    fn emit(&self, status: hyper::StatusCode, started: Instant) {
+    fn emit(&self, status: StatusCode, started: Instant) {
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         let status = status.as_u16();
         let station_id = self.station.as_deref();
+        let station = station_id.unwrap_or("-");
         let action = self.action.map(Action::name);
-        let remote_user = self.remote_user.as_deref();
-        let forwarded_for = self.forwarded_for.as_deref();
-        let method = self.method.as_str();
-        match (&self.path, &self.reason) {
-            (Some(path), _) => tracing::info!(
+        let (remote_user, forwarded_for) =
+            (self.remote_user.as_deref(), self.forwarded_for.as_deref());
+        let (method, uri, bytes) = (self.method.as_str(), self.uri.as_str(), self.bytes);
+        let path = self.path.as_deref().unwrap_or("-");
+        let encoding = (self.encoding != Encoding::Identity).then_some(self.encoding.name());
+        if let Some(reason) = &self.reason {
+            let kept = self.kept.as_deref();
+            let kept_note = kept.map(|k| format!("; kept as {k}")).unwrap_or_default();
+            if status >= 500 {
+                tracing::error!(
+                    station_id,
+                    action,
+                    bytes,
+                    elapsed_ms,
+                    status,
+                    remote_user,
+                    forwarded_for,
+                    method,
+                    uri,
+                    reason = reason.as_str(),
+                    "{status} {method} {uri}: {reason}"
+                );
+            } else {
+                tracing::warn!(
+                    station_id,
+                    action,
+                    bytes,
+                    elapsed_ms,
+                    status,
+                    remote_user,
+                    forwarded_for,
+                    method,
+                    uri,
+                    encoding,
+                    kept,
+                    reason = reason.as_str(),
+                    "refused {status} {method} {uri}: {reason}{kept_note}"
+                );
+            }
+            return;
+        }
+        match self.outcome {
+            Outcome::Stored => tracing::info!(
                 station_id,
                 action,
-                bytes = self.bytes,
-                path = path.as_str(),
+                bytes,
+                path,
                 elapsed_ms,
                 status,
                 remote_user,
                 forwarded_for,
-                "stored {} bytes from {} as {path}",
-                self.bytes,
-                station_id.unwrap_or("-")
+                encoding,
+                "stored {bytes} bytes from {station} as {path}"
             ),
-            (None, Some(reason)) if status >= 500 => tracing::error!(
+            Outcome::Duplicate => tracing::info!(
                 station_id,
                 action,
-                bytes = self.bytes,
+                bytes,
+                path,
                 elapsed_ms,
                 status,
                 remote_user,
                 forwarded_for,
-                method,
-                uri = self.uri.as_str(),
-                reason = reason.as_str(),
-                "{status} {method} {}: {reason}",
-                self.uri
+                duplicate = true,
+                "duplicate of {path} from {station}: not stored again"
             ),
-            (None, Some(reason)) => tracing::warn!(
+            Outcome::Command => tracing::info!(
                 station_id,
                 action,
-                bytes = self.bytes,
+                bytes,
+                command = path,
                 elapsed_ms,
                 status,
                 remote_user,
                 forwarded_for,
-                method,
-                uri = self.uri.as_str(),
-                reason = reason.as_str(),
-                "refused {status} {method} {}: {reason}",
-                self.uri
+                "handed command {path} to {station}"
             ),
-            (None, None) => tracing::debug!(
-                status,
-                method,
-                uri = self.uri.as_str(),
+            Outcome::Download => tracing::info!(
+                station_id,
+                action,
+                bytes,
+                path,
                 elapsed_ms,
-                "answered"
+                status,
+                remote_user,
+                forwarded_for,
+                "{station} fetched {path}"
+            ),
+            Outcome::Other => tracing::debug!(
+                station_id, action, status, method, uri, elapsed_ms, "answered"
             ),
         }
     }
@@ -221,16 +404,4 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(256).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn alarm_text_keeps_latin1_readable() {
-        assert_eq!(latin1_text(b"12.5 \xb0C", 100), "12.5 \u{b0}C");
-        assert_eq!(latin1_text("12.5 \u{b0}C".as_bytes(), 100), "12.5 \u{b0}C");
-        assert_eq!(latin1_text(b"abcdef", 3), "abc");
-    }
 }

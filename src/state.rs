@@ -1,17 +1,21 @@
-//! What every request shares: the configuration and the archive.
+//! What every request shares: the configuration, the archive and its
+//! duplicate check.
 
 use crate::archive::Archive;
 use crate::config::Config;
+use crate::dedup::Duplicates;
 
 #[derive(Debug)]
 pub struct AppState {
     pub config: Config,
     pub archive: Archive,
+    pub duplicates: Duplicates,
 }
 
 impl AppState {
-    /// Opens the archive (creating `data_dir`, checking it is writable) and
-    /// removes temp files a crashed instance left behind, logging each.
+    /// Opens the archive (creating `data_dir`, checking it is writable),
+    /// removes temp files a crashed instance left behind, logging each, and
+    /// prunes duplicate markers older than the window.
     pub fn new(config: Config) -> anyhow::Result<AppState> {
         let archive = Archive::open(&config.data_dir, &config.temp_suffix)?;
         match archive.remove_stale_temps(config.stale_temp_age()) {
@@ -24,6 +28,21 @@ impl AppState {
             // Not fatal: the archive itself is usable, the leftovers are inert.
             Err(e) => tracing::error!(error = %e, "stale temp file scan failed"),
         }
-        Ok(AppState { config, archive })
+        let duplicates = Duplicates::new(config.duplicate_window_days);
+        match duplicates.prune(&archive, chrono::Utc::now()) {
+            Ok(days) => tracing::info!(days, "pruned old duplicate markers"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune duplicate markers"),
+        }
+        if !config.downloads_dir.is_dir() {
+            tracing::info!(
+                downloads_dir = %config.downloads_dir.display(),
+                "downloads_dir does not exist: getconfiguration/getfirmware answer 404"
+            );
+        }
+        Ok(AppState {
+            config,
+            archive,
+            duplicates,
+        })
     }
 }

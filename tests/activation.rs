@@ -9,7 +9,19 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Conn, files_under};
+use common::{Conn, archive_files};
+
+/// Kills the process (SIGKILL) when a test fails before it exited.
+struct KillOnPanic(u32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0).unwrap_or(0));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
 
 /// `systemd-socket-activate -l SOCKET [extra] dlsrv serve`, returned once it
 /// listens. It execs dlsrv on the first connection, in the same process.
@@ -55,11 +67,12 @@ async fn serves_the_socket_systemd_passes_and_leaves_it_to_systemd() {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     let (child, mut stderr) = activate(dir.path(), &[]);
+    let _guard = KillOnPanic(child.id());
     let socket = dir.path().join("s.sock");
 
     // The first connection starts dlsrv, which serves it.
     let mut conn = Conn::open(&socket).await;
-    conn.send(b"POST /ott/?stationid=0000452891&action=senddata HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\n<a/>\r\n")
+    conn.send(b"POST /ott/?stationid=0000452891&action=senddata HTTP/1.1\r\nHost: x\r\nContent-Length: 18\r\n\r\n<StationDataList/>")
         .await;
     let reply = conn.reply().await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -82,7 +95,7 @@ async fn serves_the_socket_systemd_passes_and_leaves_it_to_systemd() {
     .expect("join");
     assert!(status.success(), "{log}");
     assert!(log.contains("passed by systemd"), "{log}");
-    assert_eq!(files_under(&dir.path().join("data")).len(), 1);
+    assert_eq!(archive_files(&dir.path().join("data")).len(), 1);
     assert!(socket.exists(), "systemd's socket is systemd's to remove");
     assert!(
         !dir.path().join("unused.sock").exists(),
@@ -94,6 +107,7 @@ async fn serves_the_socket_systemd_passes_and_leaves_it_to_systemd() {
 fn a_datagram_socket_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut child, mut stderr) = activate(dir.path(), &["--datagram"]);
+    let _guard = KillOnPanic(child.id());
     // A datagram wakes systemd-socket-activate, which then execs dlsrv.
     UnixDatagram::unbound()
         .expect("socket")
@@ -148,6 +162,7 @@ fn listen_variables_meant_for_another_process_are_ignored() {
         .stderr(Stdio::null())
         .spawn()
         .expect("sh");
+    let _guard = KillOnPanic(child.id());
     let mut buf = [0u8; 64];
     let n = notify.recv(&mut buf).expect("READY=1");
     assert_eq!(&buf[..n], b"READY=1");

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Conn, Daemon, files_under};
+use common::{Conn, Daemon, archive_files};
 
 fn dlsrv() -> Command {
     common::dlsrv_command()
@@ -99,10 +99,10 @@ async fn sigterm_drains_a_request_in_flight_then_removes_the_socket() {
     conn.send(b"POST /ott/?stationid=0000452891&action=senddata HTTP/1.1\r\nHost: x\r\nX-Remote-User: logger7\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n")
         .await;
     assert_eq!(conn.reply().await.status, 100);
-    conn.send(b"5\r\nfirst\r\n").await;
+    conn.send(b"11\r\n<StationDataList>\r\n").await;
     running.sigterm();
     assert_eq!(running.next_notification(), "STOPPING=1");
-    conn.send(b"7\r\n second\r\n0\r\n\r\n").await;
+    conn.send(b"12\r\n</StationDataList>\r\n0\r\n\r\n").await;
     let reply = conn.reply().await;
     assert_eq!(
         reply.status,
@@ -117,9 +117,12 @@ async fn sigterm_drains_a_request_in_flight_then_removes_the_socket() {
         .expect("join");
     assert!(ok, "exit 0 after the drain; log:\n{log}");
     assert!(!socket.exists(), "socket removed on shutdown");
-    let files = files_under(&data);
+    let files = archive_files(&data);
     assert_eq!(files.len(), 1);
-    assert_eq!(std::fs::read(&files[0]).expect("read"), b"first second");
+    assert_eq!(
+        std::fs::read(&files[0]).expect("read"),
+        b"<StationDataList></StationDataList>"
+    );
     assert!(log.contains("SIGTERM received"), "{log}");
     assert!(
         log.contains("remote_user=\"logger7\""),
@@ -148,13 +151,17 @@ async fn logs_one_event_per_transmission_alarms_at_error_and_refusals_at_warn() 
         }
     };
     assert_eq!(
-        post("/ott/?stationid=0000452891&action=senddata", b"<data/>").await,
+        post(
+            "/ott/?stationid=0000452891&action=senddata",
+            b"<StationDataList/>"
+        )
+        .await,
         200
     );
     assert_eq!(
         post(
             "/ott/?stationid=0000452891&action=sendalarm",
-            b"<AlarmMessage>level 12.5 \xb0C above limit</AlarmMessage>"
+            b"<AlarmMessage stationId=\"0000452891\" t=\"2026-01-01T00:00:00\" type=\"limit\">level 12.5 \xb0C above limit</AlarmMessage>"
         )
         .await,
         200
@@ -180,7 +187,7 @@ async fn logs_one_event_per_transmission_alarms_at_error_and_refusals_at_warn() 
     for field in [
         "station_id=\"0000452891\"",
         "action=\"senddata\"",
-        "bytes=7",
+        "bytes=18",
         "path=",
         "elapsed_ms=",
         "status=200",

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use common::{Daemon, files_under, is_root};
+use common::{Daemon, archive_files, doc, doc_of_len, files_under, is_root};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
@@ -275,7 +275,7 @@ async fn https_with_a_valid_login_stores_byte_exact_and_logs_the_login() {
     );
     assert_eq!(nginx.post(target, None, &sample()).await.status, 401);
     assert_eq!(
-        files_under(&dlsrv.data).len(),
+        archive_files(&dlsrv.data).len(),
         1,
         "a refused login stores nothing"
     );
@@ -293,7 +293,10 @@ async fn https_with_a_valid_login_stores_byte_exact_and_logs_the_login() {
         "@-",
     ]);
     forged.arg(nginx.url(target));
-    assert_eq!(CurlReply::of(forged, Some(b"<x/>")).await.status, 200);
+    assert_eq!(
+        CurlReply::of(forged, Some(&doc("forged"))).await.status,
+        200
+    );
 
     dlsrv.sigterm();
     let (ok, log) = tokio::task::spawn_blocking(move || dlsrv.wait())
@@ -354,7 +357,7 @@ async fn a_44_kb_message_is_not_spooled_to_a_temporary_file() {
     let target = "/ott/?stationid=0000452891&action=senddata";
     let spooled = "buffered to a temporary file";
 
-    let typical = vec![b'4'; 44 * 1024];
+    let typical = doc_of_len(44 * 1024, b'4');
     assert_eq!(
         nginx
             .post(target, Some((LOGIN, PASSWORD)), &typical)
@@ -369,7 +372,7 @@ async fn a_44_kb_message_is_not_spooled_to_a_temporary_file() {
     );
 
     // The check can fail: a body past client_body_buffer_size is spooled.
-    let large = vec![b'L'; 300 * 1024];
+    let large = doc_of_len(300 * 1024, b'L');
     assert_eq!(
         nginx
             .post(target, Some((LOGIN, PASSWORD)), &large)
@@ -424,7 +427,7 @@ async fn two_instances_share_the_load_and_stopping_one_loses_nothing() {
         assert!(paths.insert(path), "no two answers name the same file");
     }
     assert_eq!(
-        files_under(&b.data).len(),
+        archive_files(&b.data).len(),
         total,
         "one file per request, no collision"
     );

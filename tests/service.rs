@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{TestServer, files_under, latin1_body};
+use common::{TestServer, doc, doc_of_len, files_under, latin1_body, post_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SENDDATA: &str = "/ott/?stationid=0000452891&action=senddata";
@@ -232,10 +232,10 @@ async fn ping_answers_pong() {
 #[tokio::test]
 async fn bodies_over_the_limit_are_413_content_length_and_chunked() {
     let server = TestServer::start_with(|c| c.max_body_bytes = 1000).await;
-    let exactly = vec![b'a'; 1000];
+    let exactly = doc_of_len(1000, b'a');
     assert_eq!(server.post(SENDDATA, &exactly).await.status, 200);
 
-    let reply = server.post(SENDDATA, &vec![b'a'; 1001]).await;
+    let reply = server.post(SENDDATA, &doc_of_len(1001, b'a')).await;
     assert_eq!(reply.status, 413, "{}", reply.text());
 
     // Chunked: no length up front, the limit is enforced while reading.
@@ -262,7 +262,7 @@ async fn keep_alive_and_http_1_0() {
     let server = TestServer::start().await;
     let mut conn = server.connect().await;
     for i in 0..3 {
-        let body = format!("<n>{i}</n>");
+        let body = String::from_utf8(doc(&i.to_string())).expect("ascii");
         conn.send(
             format!(
                 "POST {SENDDATA} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
@@ -279,18 +279,14 @@ async fn keep_alive_and_http_1_0() {
     }
     // HTTP/1.0, as older loggers send it, with and without keep-alive.
     let mut conn10 = server.connect().await;
+    let keep = "Connection: keep-alive\r\n";
     conn10
-        .send(
-            format!(
-                "POST {SENDDATA} HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc"
-            )
-            .as_bytes(),
-        )
+        .send(&post_request(SENDDATA, "HTTP/1.0", keep, &doc("1.0 a")))
         .await;
     let reply = conn10.reply().await;
     assert_eq!(reply.status, 200);
     conn10
-        .send(format!("POST {SENDDATA} HTTP/1.0\r\nContent-Length: 3\r\n\r\ndef").as_bytes())
+        .send(&post_request(SENDDATA, "HTTP/1.0", "", &doc("1.0 b")))
         .await;
     assert_eq!(conn10.reply().await.status, 200);
     assert!(
@@ -308,9 +304,12 @@ async fn slow_headers_are_cut_without_delaying_others() {
     slow.send(b"POST /ott/?stationid=1&action=senddata HTTP/1.1\r\nHost: x\r\n")
         .await;
     // Meanwhile another client is served at once.
-    let quick = tokio::time::timeout(Duration::from_millis(900), server.post(SENDDATA, b"<a/>"))
-        .await
-        .expect("not delayed by the slow client");
+    let quick = tokio::time::timeout(
+        Duration::from_millis(900),
+        server.post(SENDDATA, &doc("quick")),
+    )
+    .await
+    .expect("not delayed by the slow client");
     assert_eq!(quick.status, 200);
     let closed = tokio::time::timeout(Duration::from_secs(5), slow.is_closed_by_server())
         .await
@@ -356,10 +355,8 @@ async fn a_truncated_body_stores_nothing() {
 async fn a_malformed_request_is_refused_without_affecting_other_connections() {
     let server = TestServer::start().await;
     let mut open = server.connect().await; // a well-behaved keep-alive client
-    open.send(
-        format!("POST {SENDDATA} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\none").as_bytes(),
-    )
-    .await;
+    open.send(&post_request(SENDDATA, "HTTP/1.1", "", &doc("one")))
+        .await;
     assert_eq!(open.reply().await.status, 200);
 
     for garbage in [
@@ -384,10 +381,8 @@ async fn a_malformed_request_is_refused_without_affecting_other_connections() {
         String::from_utf8_lossy(&answer)
     );
 
-    open.send(
-        format!("POST {SENDDATA} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\ntwo").as_bytes(),
-    )
-    .await;
+    open.send(&post_request(SENDDATA, "HTTP/1.1", "", &doc("two")))
+        .await;
     assert_eq!(
         open.reply().await.status,
         200,

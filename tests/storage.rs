@@ -8,9 +8,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use common::{TestServer, files_under, is_root, test_config};
+use common::{TestServer, archive_files, doc, doc_of_len, is_root, test_config};
 
 const SENDDATA: &str = "/ott/?stationid=0000452891&action=senddata";
+const ALARM: &[u8] =
+    b"<AlarmMessage stationId=\"1\" t=\"2026-01-01T00:00:00\" type=\"limit\">high</AlarmMessage>";
 
 /// A tmpfs mounted at a path, unmounted on drop.
 struct Tmpfs(std::path::PathBuf);
@@ -74,15 +76,15 @@ async fn disk_full_gives_503_leaves_nothing_partial_and_recovers() {
     let _tmpfs = Tmpfs::mount(&data, "256k");
     let server = TestServer::start_with(|c| c.data_dir = data.clone()).await;
 
-    let small = vec![b's'; 1000];
+    let small = doc_of_len(1000, b's');
     assert_eq!(server.post(SENDDATA, &small).await.status, 200);
     // Fill the file system so the next body cannot fit.
     let filler = data.join("filler");
     let _ = fs::write(&filler, vec![0u8; 400 * 1024]);
-    let reply = server.post(SENDDATA, &vec![b'b'; 64 * 1024]).await;
+    let reply = server.post(SENDDATA, &doc_of_len(64 * 1024, b'b')).await;
     assert_eq!(reply.status, 503, "{}", reply.text());
     assert_eq!(reply.header("retry-after"), Some("60"));
-    let files: Vec<_> = files_under(&data)
+    let files: Vec<_> = archive_files(&data)
         .into_iter()
         .filter(|f| *f != filler)
         .collect();
@@ -95,9 +97,9 @@ async fn disk_full_gives_503_leaves_nothing_partial_and_recovers() {
 
     // Space returns: the service stores again without a restart.
     fs::remove_file(&filler).expect("free space");
-    let reply = server.post(SENDDATA, &vec![b'c'; 64 * 1024]).await;
+    let reply = server.post(SENDDATA, &doc_of_len(64 * 1024, b'c')).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(files_under(&data).len(), 2);
+    assert_eq!(archive_files(&data).len(), 2);
     server.stop().await;
 }
 
@@ -111,22 +113,22 @@ async fn read_only_data_dir_gives_503_and_recovers() {
     let data = outer.path().join("data");
     let tmpfs = Tmpfs::mount(&data, "1m");
     let server = TestServer::start_with(|c| c.data_dir = data.clone()).await;
-    assert_eq!(server.post(SENDDATA, b"<a/>").await.status, 200);
+    assert_eq!(server.post(SENDDATA, &doc("a")).await.status, 200);
 
     tmpfs.remount("ro");
-    let reply = server.post(SENDDATA, b"<b/>").await;
+    let reply = server.post(SENDDATA, &doc("b")).await;
     assert_eq!(reply.status, 503, "{}", reply.text());
     assert!(reply.header("retry-after").is_some());
     // A new day directory cannot be created either: still 503, not 500.
     let reply = server
-        .post("/ott/?stationid=1&action=sendalarm", b"<c/>")
+        .post("/ott/?stationid=1&action=sendalarm", ALARM)
         .await;
     assert_eq!(reply.status, 503);
-    assert_eq!(files_under(&data).len(), 1);
+    assert_eq!(archive_files(&data).len(), 1);
 
     tmpfs.remount("rw");
-    assert_eq!(server.post(SENDDATA, b"<d/>").await.status, 200);
-    assert_eq!(files_under(&data).len(), 2);
+    assert_eq!(server.post(SENDDATA, &doc("d")).await.status, 200);
+    assert_eq!(archive_files(&data).len(), 2);
     server.stop().await;
 }
 
@@ -137,13 +139,13 @@ async fn an_unwritable_target_gives_503_and_leaves_what_is_there() {
     let blocker = server.data.join("sendalarm");
     fs::write(&blocker, b"operator's file").expect("write");
     let reply = server
-        .post("/ott/?stationid=1&action=sendalarm", b"<a/>")
+        .post("/ott/?stationid=1&action=sendalarm", ALARM)
         .await;
     assert_eq!(reply.status, 503, "{}", reply.text());
     assert_eq!(fs::read(&blocker).expect("kept"), b"operator's file");
     assert_eq!(server.stored_files(), vec![blocker]);
     // Other actions are unaffected.
-    assert_eq!(server.post(SENDDATA, b"<b/>").await.status, 200);
+    assert_eq!(server.post(SENDDATA, &doc("b")).await.status, 200);
     server.stop().await;
 }
 

@@ -110,9 +110,9 @@ impl TestServer {
         conn.reply().await
     }
 
-    /// Every regular file below the data directory.
+    /// Every archived file below the data directory (not the duplicate markers).
     pub fn stored_files(&self) -> Vec<PathBuf> {
-        files_under(&self.data)
+        archive_files(&self.data)
     }
 }
 
@@ -244,6 +244,40 @@ impl Reply {
 
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The files of the archive: everything below `data` but the duplicate
+/// markers in `data/.duplicates`.
+pub fn archive_files(data: &Path) -> Vec<PathBuf> {
+    files_under(data)
+        .into_iter()
+        .filter(|f| !f.starts_with(data.join(dlsrv::dedup::DIR)))
+        .collect()
+}
+
+/// A valid (minimal) data message, made distinct by `tag`.
+pub fn doc(tag: &str) -> Vec<u8> {
+    format!("<StationDataList><!-- {tag} --></StationDataList>").into_bytes()
+}
+
+/// A valid data message of exactly `len` bytes (at least 40), filled with `fill`.
+pub fn doc_of_len(len: usize, fill: u8) -> Vec<u8> {
+    let (head, tail) = (&b"<StationDataList><!--"[..], &b"--></StationDataList>"[..]);
+    let mut body = head.to_vec();
+    body.resize(len - tail.len(), fill);
+    body.extend_from_slice(tail);
+    body
+}
+
+/// A raw POST request: the request line's version, extra header lines, body.
+pub fn post_request(target: &str, version: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {target} {version}\r\nHost: x\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
 }
 
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {

@@ -1,0 +1,83 @@
+//! Static downloads for `getconfiguration` and `getfirmware`: the file the
+//! operator published under `downloads_dir` at the request's URL path.
+//! No path can lead out of that directory: `..`, `.`, empty segments, NUL
+//! and backslashes are refused, and a symbolic link pointing outside is
+//! treated as absent.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::error::RequestError;
+
+/// Maps a URL path (`/fw/netdl-2.1.bin`) to a regular file below `root`.
+pub fn resolve(root: &Path, url_path: &str) -> Result<PathBuf, RequestError> {
+    let decoded = path_decode(url_path)?;
+    let mut relative = PathBuf::new();
+    for segment in decoded.trim_start_matches('/').split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." || segment.contains(['\0', '\\'])
+        {
+            return Err(RequestError::BadQuery(format!(
+                "bad download path {url_path:?}"
+            )));
+        }
+        relative.push(segment);
+    }
+    let not_found = || RequestError::NotFound;
+    let root = fs::canonicalize(root).map_err(|_| not_found())?;
+    let file = fs::canonicalize(root.join(&relative)).map_err(|_| not_found())?;
+    if !file.starts_with(&root) || !file.is_file() {
+        return Err(not_found());
+    }
+    Ok(file)
+}
+
+/// Percent-decoding for a path: `+` stays a `+`; the result must be UTF-8.
+fn path_decode(path: &str) -> Result<String, RequestError> {
+    let bytes = crate::request::percent_decode(&path.replace('+', "%2B"))?;
+    String::from_utf8(bytes)
+        .map_err(|_| RequestError::BadQuery("download path is not UTF-8".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serves_files_below_the_root_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("downloads");
+        fs::create_dir_all(root.join("fw")).expect("mkdir");
+        fs::write(root.join("fw/netdl+2.bin"), b"image").expect("write");
+        fs::write(dir.path().join("secret"), b"outside").expect("write");
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).expect("symlink");
+
+        let found = resolve(&root, "/fw/netdl+2.bin").expect("found");
+        assert_eq!(fs::read(found).expect("read"), b"image");
+        assert!(resolve(&root, "/fw/netdl%2B2.bin").is_ok());
+
+        for bad in [
+            "/../secret",
+            "/fw/../../secret",
+            "/%2e%2e/secret",
+            "/fw//x",
+            "/fw/%00",
+            "/a\\b",
+            "/fw/%2E",
+        ] {
+            assert!(
+                matches!(resolve(&root, bad), Err(RequestError::BadQuery(_))),
+                "{bad}"
+            );
+        }
+        for absent in ["/fw/none.bin", "/link", "/fw"] {
+            assert!(
+                matches!(resolve(&root, absent), Err(RequestError::NotFound)),
+                "{absent}"
+            );
+        }
+        assert!(matches!(
+            resolve(&dir.path().join("nope"), "/x"),
+            Err(RequestError::NotFound)
+        ));
+    }
+}

@@ -1,0 +1,491 @@
+//! The command queue: documents operators queue for a station (`CommandList`
+//! or `QueryList`), handed out on `requestcommand`, acknowledged by the
+//! logger's `acknowledge`.
+//!
+//! Plain files under the data directory, inspectable with `ls` and `cat`:
+//!
+//! ```text
+//! commands/<station>/pending/<id>.xml         queued, oldest id first
+//! commands/<station>/sent/<id>.xml            handed out (moved atomically)
+//! commands/<station>/sent/<id>.sent           when it was handed out
+//! commands/<station>/sent/<id>.ack-<ackId>    "OK <time>" or "FAIL <time>\n<reason>"
+//! commands/<station>/cancelled/<id>.xml       cancelled before it was sent
+//! ```
+//!
+//! Every change is an atomic, durable create or move (the archive's write),
+//! so several instances sharing the directory hand each document out once:
+//! the one whose move succeeds sends it.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+
+use crate::archive::Archive;
+use crate::request::StationId;
+use crate::response::iso_time;
+use crate::xml::{self, Ack};
+
+pub const DIR: &str = "commands";
+const PENDING: &str = "pending";
+const SENT: &str = "sent";
+const CANCELLED: &str = "cancelled";
+
+/// Where a queued document stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Pending,
+    Sent { at: Option<String> },
+    Cancelled,
+}
+
+/// One queued document, as `dlsrv commands list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub station: String,
+    pub id: String,
+    pub state: State,
+    pub root: String,
+    pub ack_ids: Vec<String>,
+    /// `(ackId, status, reason)` as acknowledged by the logger.
+    pub acks: Vec<(String, String, String)>,
+}
+
+/// What became of one `Ack` of an acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckOutcome {
+    Recorded { id: String },
+    UnknownAckId,
+}
+
+fn station_dir(station: &str) -> PathBuf {
+    Path::new(DIR).join(station)
+}
+
+/// Ids are the queueing time, `YYYYMMDDTHHMMSS.ffffff`: sorting is age order.
+fn new_id(t: DateTime<Utc>) -> String {
+    t.format("%Y%m%dT%H%M%S%.6f").to_string()
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'T' || b == b'.')
+}
+
+/// Ack ids become part of file names: only short ids of safe characters.
+fn valid_ack_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Checks a document can be queued for `station`: a well-formed
+/// `CommandList` or `QueryList` naming no other station, with safe ackIds.
+pub fn check_document(station: &StationId, doc: &[u8]) -> anyhow::Result<xml::Summary> {
+    let summary = xml::inspect(doc).map_err(|e| anyhow::anyhow!("not well-formed XML: {e}"))?;
+    if summary.root != "CommandList" && summary.root != "QueryList" {
+        bail!(
+            "root element is <{}>, expected <CommandList> or <QueryList>",
+            summary.root
+        );
+    }
+    if let Some(other) = summary
+        .station_ids
+        .iter()
+        .find(|s| s.as_str() != station.as_str())
+    {
+        bail!("the document is for station {other:?}, not {station}");
+    }
+    if let Some(bad) = summary.ack_ids.iter().find(|a| !valid_ack_id(a)) {
+        bail!("ackId {bad:?} must be 1-32 characters of A-Z a-z 0-9 _ -");
+    }
+    Ok(summary)
+}
+
+/// Queues `doc` for `station`; returns its id.
+pub fn enqueue(
+    archive: &Archive,
+    station: &StationId,
+    doc: &[u8],
+    now: DateTime<Utc>,
+) -> anyhow::Result<String> {
+    check_document(station, doc)?;
+    let dir = station_dir(station.as_str()).join(PENDING);
+    let mut t = now;
+    loop {
+        let id = new_id(t);
+        match archive.create_durable(&dir, &format!("{id}.xml"), doc) {
+            Ok(_) => return Ok(id),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                t += chrono::Duration::microseconds(1)
+            }
+            Err(e) => return Err(e).context("cannot queue the document"),
+        }
+    }
+}
+
+/// Hands out the oldest pending document of `station`, marking it sent at
+/// `now`. `None` when nothing is pending.
+pub fn take_next(
+    archive: &Archive,
+    station: &str,
+    now: DateTime<Utc>,
+) -> io::Result<Option<(String, Vec<u8>)>> {
+    let pending = archive.root().join(station_dir(station)).join(PENDING);
+    let sent = archive.root().join(station_dir(station)).join(SENT);
+    for id in ids_in(&pending)? {
+        let name = format!("{id}.xml");
+        match archive.move_durable(&pending.join(&name), &sent.join(&name)) {
+            Ok(()) => {}
+            // Another instance took it (or a stale copy was requeued): next one.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        let stamp = format!("{}\n", iso_time(now));
+        archive.replace(
+            &station_dir(station).join(SENT),
+            &format!("{id}.sent"),
+            stamp.as_bytes(),
+            true,
+        )?;
+        let doc = fs::read(sent.join(&name))?;
+        return Ok(Some((id, doc)));
+    }
+    Ok(None)
+}
+
+/// Records each `Ack` against the sent document carrying its `ackId`.
+pub fn record_acks(
+    archive: &Archive,
+    station: &str,
+    acks: &[Ack],
+    now: DateTime<Utc>,
+) -> io::Result<Vec<AckOutcome>> {
+    let sent = archive.root().join(station_dir(station)).join(SENT);
+    let documents: Vec<(String, Vec<String>)> = ids_in(&sent)?
+        .into_iter()
+        .filter_map(|id| {
+            let doc = fs::read(sent.join(format!("{id}.xml"))).ok()?;
+            Some((id, xml::inspect(&doc).ok()?.ack_ids))
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for ack in acks {
+        // The newest sent document with that ackId is the one answered.
+        let owner = documents
+            .iter()
+            .rev()
+            .find(|(_, ids)| ids.contains(&ack.ack_id));
+        let Some((id, _)) = owner.filter(|_| valid_ack_id(&ack.ack_id)) else {
+            outcomes.push(AckOutcome::UnknownAckId);
+            continue;
+        };
+        let mut record = format!("{} {}\n", ack.status.to_ascii_uppercase(), iso_time(now));
+        if !ack.reason.is_empty() {
+            record.push_str(&ack.reason);
+            record.push('\n');
+        }
+        let name = format!("{id}.ack-{}", ack.ack_id);
+        archive.replace(
+            &station_dir(station).join(SENT),
+            &name,
+            record.as_bytes(),
+            true,
+        )?;
+        outcomes.push(AckOutcome::Recorded { id: id.clone() });
+    }
+    Ok(outcomes)
+}
+
+/// Every queued document, of one station or of all, oldest first.
+pub fn list(archive: &Archive, station: Option<&StationId>) -> io::Result<Vec<Entry>> {
+    let base = archive.root().join(DIR);
+    let stations = match station {
+        Some(s) => vec![s.as_str().to_owned()],
+        None => match fs::read_dir(&base) {
+            Ok(entries) => {
+                let mut names: Vec<String> = entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                names
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        },
+    };
+    let mut entries = Vec::new();
+    for station in stations {
+        let dir = base.join(&station);
+        for (sub, state_of) in [(PENDING, 0), (SENT, 1), (CANCELLED, 2)] {
+            for id in ids_in(&dir.join(sub))? {
+                let doc = fs::read(dir.join(sub).join(format!("{id}.xml"))).unwrap_or_default();
+                let summary = xml::inspect(&doc).unwrap_or_default();
+                let state = match state_of {
+                    0 => State::Pending,
+                    1 => State::Sent {
+                        at: fs::read_to_string(dir.join(SENT).join(format!("{id}.sent")))
+                            .ok()
+                            .map(|s| s.trim().to_owned()),
+                    },
+                    _ => State::Cancelled,
+                };
+                let acks = if state_of == 1 {
+                    read_acks(&dir.join(SENT), &id, &summary.ack_ids)
+                } else {
+                    Vec::new()
+                };
+                entries.push(Entry {
+                    station: station.clone(),
+                    id,
+                    state,
+                    root: summary.root,
+                    ack_ids: summary.ack_ids,
+                    acks,
+                });
+            }
+        }
+    }
+    entries.sort_by(|a, b| (&a.station, &a.id).cmp(&(&b.station, &b.id)));
+    Ok(entries)
+}
+
+fn read_acks(sent: &Path, id: &str, ack_ids: &[String]) -> Vec<(String, String, String)> {
+    ack_ids
+        .iter()
+        .filter_map(|ack_id| {
+            let text = fs::read_to_string(sent.join(format!("{id}.ack-{ack_id}"))).ok()?;
+            let (head, reason) = text.split_once('\n').unwrap_or((&text, ""));
+            let status = head.split_whitespace().next().unwrap_or("").to_owned();
+            Some((ack_id.clone(), status, reason.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// Cancels a pending document (kept under `cancelled/`).
+pub fn cancel(archive: &Archive, station: &StationId, id: &str) -> anyhow::Result<()> {
+    let dir = archive.root().join(station_dir(station.as_str()));
+    let name = checked_name(id)?;
+    if dir.join(SENT).join(&name).exists() {
+        bail!("{id} was already sent; it cannot be cancelled");
+    }
+    archive
+        .move_durable(
+            &dir.join(PENDING).join(&name),
+            &dir.join(CANCELLED).join(&name),
+        )
+        .with_context(|| format!("no pending document {id} for station {station}"))
+}
+
+/// Queues a sent (or cancelled) document again, as pending under its own
+/// id, and forgets when it was sent and its acknowledgements.
+pub fn requeue(archive: &Archive, station: &StationId, id: &str) -> anyhow::Result<()> {
+    let dir = archive.root().join(station_dir(station.as_str()));
+    let name = checked_name(id)?;
+    let from = [SENT, CANCELLED]
+        .into_iter()
+        .map(|sub| dir.join(sub).join(&name))
+        .find(|p| p.exists())
+        .with_context(|| format!("no sent or cancelled document {id} for station {station}"))?;
+    archive
+        .move_durable(&from, &dir.join(PENDING).join(&name))
+        .with_context(|| format!("cannot requeue {id}"))?;
+    for entry in fs::read_dir(dir.join(SENT)).into_iter().flatten().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let is_record = file == format!("{id}.sent") || file.starts_with(&format!("{id}.ack-"));
+        if is_record && entry.file_type().is_ok_and(|t| t.is_file()) {
+            fs::remove_file(entry.path()).with_context(|| format!("cannot remove {file}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn checked_name(id: &str) -> anyhow::Result<String> {
+    if !valid_id(id) {
+        bail!("{id:?} is not a command id (see `dlsrv commands list`)");
+    }
+    Ok(format!("{id}.xml"))
+}
+
+/// The ids of the `<id>.xml` documents in `dir`, sorted (oldest first).
+fn ids_in(dir: &Path) -> io::Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut ids: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_suffix(".xml")
+                .map(str::to_owned)
+        })
+        .filter(|id| valid_id(id))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    const CMD: &[u8] = b"<CommandList><StationCommands stationId=\"0000452891\"><Logging ackId=\"101\"/><SetMaintenanceWindow ackId=\"102\"/></StationCommands></CommandList>";
+
+    fn t(s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, 1, 10, 0, s)
+            .single()
+            .expect("valid")
+    }
+
+    fn station() -> StationId {
+        StationId::parse(b"0000452891").expect("valid")
+    }
+
+    fn setup() -> (tempfile::TempDir, Archive) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let archive = Archive::open(dir.path(), ".tmp").expect("open");
+        (dir, archive)
+    }
+
+    #[test]
+    fn queue_hand_out_once_oldest_first_then_acknowledge() {
+        let (_d, archive) = setup();
+        let first = enqueue(&archive, &station(), CMD, t(1)).expect("queue");
+        let query = b"<QueryList><Query ackId=\"103\" start=\"x\"/></QueryList>";
+        let second = enqueue(&archive, &station(), query, t(1)).expect("same time, next id");
+        assert!(first < second);
+
+        let (id, doc) = take_next(&archive, "0000452891", t(5))
+            .expect("io")
+            .expect("one");
+        assert_eq!((id.as_str(), doc.as_slice()), (first.as_str(), CMD));
+        let (id, _) = take_next(&archive, "0000452891", t(6))
+            .expect("io")
+            .expect("two");
+        assert_eq!(id, second);
+        assert!(
+            take_next(&archive, "0000452891", t(7))
+                .expect("io")
+                .is_none(),
+            "each once"
+        );
+
+        let acks = [
+            Ack {
+                ack_id: "101".into(),
+                status: "OK".into(),
+                reason: String::new(),
+            },
+            Ack {
+                ack_id: "102".into(),
+                status: "FAIL".into(),
+                reason: "window overlaps".into(),
+            },
+            Ack {
+                ack_id: "999".into(),
+                status: "OK".into(),
+                reason: String::new(),
+            },
+        ];
+        let outcomes = record_acks(&archive, "0000452891", &acks, t(9)).expect("record");
+        assert_eq!(outcomes[0], AckOutcome::Recorded { id: first.clone() });
+        assert_eq!(outcomes[2], AckOutcome::UnknownAckId);
+
+        let entries = list(&archive, Some(&station())).expect("list");
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            entries[0].state,
+            State::Sent {
+                at: Some("2026-05-01T10:00:05.000000".into())
+            }
+        );
+        assert_eq!(
+            entries[0].acks,
+            vec![
+                ("101".into(), "OK".into(), String::new()),
+                ("102".into(), "FAIL".into(), "window overlaps".into())
+            ]
+        );
+        assert_eq!(entries[1].root, "QueryList");
+    }
+
+    #[test]
+    fn cancel_and_requeue() {
+        let (_d, archive) = setup();
+        let a = enqueue(&archive, &station(), CMD, t(1)).expect("a");
+        let b = enqueue(&archive, &station(), CMD, t(2)).expect("b");
+        cancel(&archive, &station(), &a).expect("cancel pending");
+        let (sent, _) = take_next(&archive, "0000452891", t(3))
+            .expect("io")
+            .expect("b is next");
+        assert_eq!(sent, b);
+        assert!(
+            cancel(&archive, &station(), &b).is_err(),
+            "sent cannot be cancelled"
+        );
+        record_acks(
+            &archive,
+            "0000452891",
+            &[Ack {
+                ack_id: "101".into(),
+                status: "OK".into(),
+                reason: String::new(),
+            }],
+            t(4),
+        )
+        .expect("ack");
+        requeue(&archive, &station(), &b).expect("requeue sent");
+        let entries = list(&archive, None).expect("list");
+        let states: Vec<_> = entries
+            .iter()
+            .map(|e| (e.id.clone(), e.state.clone(), e.acks.len()))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                (a.clone(), State::Cancelled, 0),
+                (b.clone(), State::Pending, 0)
+            ]
+        );
+        assert!(cancel(&archive, &station(), "../x").is_err());
+        assert!(requeue(&archive, &station(), "20990101T000000.000000").is_err());
+    }
+
+    #[test]
+    fn documents_are_checked_before_queueing() {
+        let (_d, archive) = setup();
+        for (doc, why) in [
+            (&b"<CommandList>"[..], "well-formed"),
+            (b"<StationDataList/>", "expected <CommandList>"),
+            (b"<CommandList><StationCommands stationId=\"other\"/></CommandList>", "\"other\""),
+            (b"<CommandList><StationCommands><Logging ackId=\"../x\"/></StationCommands></CommandList>", "ackId"),
+        ] {
+            let err = enqueue(&archive, &station(), doc, t(1)).expect_err("refused");
+            assert!(format!("{err:#}").contains(why), "{err:#}");
+        }
+        assert!(
+            list(&archive, None).expect("list").is_empty(),
+            "nothing queued"
+        );
+    }
+}
