@@ -13,7 +13,9 @@ use crate::error::RequestError;
 pub fn resolve(root: &Path, url_path: &str) -> Result<PathBuf, RequestError> {
     let decoded = path_decode(url_path)?;
     let mut relative = PathBuf::new();
-    for segment in decoded.trim_start_matches('/').split('/') {
+    // A trailing slash names a directory, which is never served: 404 below.
+    let trimmed = decoded.trim_start_matches('/');
+    for segment in trimmed.strip_suffix('/').unwrap_or(trimmed).split('/') {
         if segment.is_empty() || segment == "." || segment == ".." || segment.contains(['\0', '\\'])
         {
             return Err(RequestError::BadQuery(format!(
@@ -69,7 +71,7 @@ mod tests {
                 "{bad}"
             );
         }
-        for absent in ["/fw/none.bin", "/link", "/fw"] {
+        for absent in ["/fw/none.bin", "/link", "/fw", "/fw/"] {
             assert!(
                 matches!(resolve(&root, absent), Err(RequestError::NotFound)),
                 "{absent}"
