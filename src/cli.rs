@@ -22,6 +22,28 @@ pub enum Command {
     Serve(ConfigArg),
     /// Load and validate the configuration, print the effective values.
     CheckConfig(ConfigArg),
+    /// Queue command or query documents for stations, and follow them up.
+    Commands(CommandsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CommandsArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(subcommand)]
+    pub action: CommandsAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CommandsAction {
+    /// Queue FILE (a CommandList or QueryList) for STATION's next requestcommand.
+    Add { station: String, file: PathBuf },
+    /// Show pending, sent and cancelled documents with their acknowledgements.
+    List { station: Option<String> },
+    /// Cancel a pending document (it is kept under cancelled/).
+    Cancel { station: String, id: String },
+    /// Queue a sent or cancelled document again.
+    Requeue { station: String, id: String },
 }
 
 #[derive(Debug, Args)]

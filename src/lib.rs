@@ -2,13 +2,20 @@
 //! by NGINX over a Unix socket, and archives each body durably.
 //!
 //! Map of the crate:
-//! - [`cli`]: the command line (`serve`, `check-config`).
+//! - [`cli`]: the command line (`serve`, `check-config`, `commands`).
+//! - [`admin`]: `dlsrv commands …`, the operators' side of the command queue.
 //! - [`config`]: figment configuration (TOML, then `DLSRV_*`), validation.
 //! - [`listener`]: binding the Unix socket safely; removing it on shutdown.
 //! - [`server`]: the accept loop and graceful drain ([`server::run`]).
 //! - [`routes`]: routing, the OTT endpoint, one log event per request.
 //! - [`request`]: the query string: `stationid` and `action`, validated.
 //! - [`body`]: reading a body within size and time limits.
+//! - [`encoding`]: decoding `Content-Encoding: deflate`/`gzip`, bounded.
+//! - [`xml`]: well-formedness, root element, `stationId`, `Ack`s.
+//! - [`intake`]: decode → validate → duplicate check → store, or keep as rejected.
+//! - [`dedup`]: duplicate markers per station, action and SHA-256.
+//! - [`queue`]: the command queue: pending → sent → acknowledged.
+//! - [`downloads`]: files for `getconfiguration`/`getfirmware`, confined to one directory.
 //! - [`archive`]: naming and the atomic, durable write.
 //! - [`response`]: the OTT Response document and plain-text answers.
 //! - [`error`]: request failures and their status codes.
@@ -16,6 +23,7 @@
 //! - [`logging`]: journald or stderr.
 //! - [`systemd`]: readiness and watchdog notifications.
 
+pub mod admin;
 pub mod archive;
 pub mod body;
 pub mod cli;

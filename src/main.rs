@@ -17,6 +17,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(arg) => Config::load(arg.config.as_deref()).and_then(serve),
         Command::CheckConfig(arg) => Config::load(arg.config.as_deref()).and_then(check_config),
+        Command::Commands(args) => Config::load(args.config.config.as_deref())
+            .and_then(|config| dlsrv::admin::run(&config, &args.action))
+            .map(|output| print!("{output}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
