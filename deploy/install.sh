@@ -28,6 +28,8 @@ HTPASSWD=/etc/nginx/.htpasswd
 JAIL=/etc/fail2ban/jail.d/dlsrv.conf
 SOCKET_DIR=/run/dlsrv
 DEFAULT_DATA_DIR=/var/lib/dlsrv
+# Files served on getconfiguration/getfirmware (downloads_dir in dlsrv.toml).
+DOWNLOADS_DIR=/srv/dlsrv/downloads
 SERVICE_USER=dlsrv
 NGINX_GROUP=www-data
 # Defaults as written in deploy/nginx/dlsrv.conf, replaced when rendering.
@@ -484,6 +486,15 @@ if [ "$STAGED" -eq 0 ]; then
         run chown -R "$SERVICE_USER:$SERVICE_USER" "$DATA_DIR"
         run chmod 0750 "$DATA_DIR"
     fi
+fi
+
+# ---- Downloads (getconfiguration / getfirmware) ---------------------------
+step "Downloads directory $(d "$DOWNLOADS_DIR")"
+if [ -d "$(d "$DOWNLOADS_DIR")" ]; then
+    info "exists, contents kept"
+else
+    # Owned by root, readable by the service: operators publish files here.
+    run install -d -m 0755 "$(d "$DOWNLOADS_DIR")"
 fi
 
 # ---- systemd units --------------------------------------------------------
