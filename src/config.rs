@@ -45,6 +45,8 @@ pub struct Config {
     pub duplicate_window_days: u32,
     /// Files served on `getconfiguration`/`getfirmware`, by URL path.
     pub downloads_dir: PathBuf,
+    /// How many stations `/metrics` reports a last-transmission time for.
+    pub metrics_max_stations: usize,
     /// Suffix of files being written; sync jobs skip `*<temp_suffix>`.
     pub temp_suffix: String,
     /// Seconds a client may take to send a request's headers; also how long
@@ -74,6 +76,7 @@ impl Default for Config {
             max_upload_bytes: 64 * 1024 * 1024,
             duplicate_window_days: 7,
             downloads_dir: PathBuf::from("./downloads"),
+            metrics_max_stations: 10_000,
             temp_suffix: ".tmp".to_owned(),
             header_read_timeout_secs: 30,
             body_read_timeout_secs: 60,
@@ -158,6 +161,12 @@ impl Config {
             bail!(
                 "duplicate_window_days: {} is more than 366",
                 self.duplicate_window_days
+            );
+        }
+        if self.metrics_max_stations > 1_000_000 {
+            bail!(
+                "metrics_max_stations: {} is more than 1000000",
+                self.metrics_max_stations
             );
         }
         if self.downloads_dir.as_os_str().is_empty() {

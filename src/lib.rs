@@ -35,6 +35,7 @@ pub mod error;
 pub mod intake;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod queue;
 pub mod request;
 pub mod response;

@@ -55,6 +55,15 @@ pub fn file(content: Vec<u8>) -> Response<Body> {
     )
 }
 
+/// The Prometheus text exposition.
+pub fn metrics(text: String) -> Response<Body> {
+    with_type(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        text,
+    )
+}
+
 pub fn pong() -> Response<Body> {
     with_type(StatusCode::OK, TEXT, "pong\n".to_owned())
 }

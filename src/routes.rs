@@ -30,6 +30,7 @@ pub async fn handle(
     state: Arc<AppState>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
+    let _in_flight = state.metrics.start_request();
     let mut log = RequestLog::new(&req);
     let response = match route(req, &state, &mut log).await {
         Ok(response) => response,
@@ -42,6 +43,8 @@ pub async fn handle(
         }
     };
     log.emit(response.status(), started);
+    let action = log.action.map_or("none", Action::name);
+    state.metrics.request(action, response.status().as_u16());
     Ok(response)
 }
 
@@ -54,6 +57,10 @@ async fn route(
     match path.as_str() {
         "/ping" => match *req.method() {
             Method::GET | Method::HEAD => Ok(response::pong()),
+            _ => Err(RequestError::MethodNotAllowed { allow: "GET, HEAD" }),
+        },
+        "/metrics" => match *req.method() {
+            Method::GET | Method::HEAD => Ok(response::metrics(state.metrics.render())),
             _ => Err(RequestError::MethodNotAllowed { allow: "GET, HEAD" }),
         },
         "/ott" | "/ott/" => {
@@ -112,6 +119,7 @@ async fn post(
         return Err(RequestError::EmptyBody);
     }
     let received = Utc::now();
+    let store_started = Instant::now();
     let task_state = Arc::clone(state);
     let station = query.station.clone();
     let action = query.action;
@@ -127,6 +135,13 @@ async fn post(
     });
     match result {
         Ok(accepted) => {
+            let metrics = &state.metrics;
+            if accepted.duplicate {
+                metrics.duplicate();
+            } else {
+                metrics.stored(accepted.body.len(), store_started.elapsed());
+            }
+            metrics.seen(query.station.as_str(), received);
             log_details(&query, &accepted);
             log.bytes = accepted.body.len();
             log.path = Some(accepted.stored.path.display().to_string());
@@ -141,6 +156,9 @@ async fn post(
             ))
         }
         Err(refusal) => {
+            if refusal.kept.is_some() {
+                state.metrics.rejected();
+            }
             log.kept = refusal.kept.map(|p| p.display().to_string());
             Err(refusal.error)
         }

@@ -4,12 +4,14 @@
 use crate::archive::Archive;
 use crate::config::Config;
 use crate::dedup::Duplicates;
+use crate::metrics::Metrics;
 
 #[derive(Debug)]
 pub struct AppState {
     pub config: Config,
     pub archive: Archive,
     pub duplicates: Duplicates,
+    pub metrics: Metrics,
 }
 
 impl AppState {
@@ -39,10 +41,12 @@ impl AppState {
                 "downloads_dir does not exist: getconfiguration/getfirmware answer 404"
             );
         }
+        let metrics = Metrics::new(config.metrics_max_stations);
         Ok(AppState {
             config,
             archive,
             duplicates,
+            metrics,
         })
     }
 }

@@ -282,6 +282,19 @@ async fn https_with_a_valid_login_stores_byte_exact_and_logs_the_login() {
 
     let status = nginx.get("/server-status").await;
     assert_eq!(status.status, 204, "no login needed for monitoring");
+    // Metrics: for local scrapers only (127.0.0.2 is loopback, but not allowed).
+    let metrics = nginx.get("/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.contains("dlsrv_stored_files_total 1"),
+        "{}",
+        metrics.body
+    );
+    let mut other = nginx.curl();
+    other
+        .args(["--interface", "127.0.0.2"])
+        .arg(nginx.url("/metrics"));
+    assert_eq!(CurlReply::of(other, None).await.status, 403);
     // A client cannot claim another login: NGINX overwrites the header.
     let mut forged = nginx.curl();
     forged.args([
