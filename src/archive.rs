@@ -51,6 +51,33 @@ pub struct Archive {
     temp_seq: AtomicU64,
 }
 
+/// A body being written: a temp file that removes itself unless committed.
+#[derive(Debug)]
+pub struct TempFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl TempFile {
+    pub fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match &mut self.file {
+            Some(file) => file
+                .write_all(data)
+                .map_err(|e| annotate(e, "write", &self.path)),
+            None => Err(io::Error::other("temp file already closed")),
+        }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        self.file.take();
+        if !self.path.as_os_str().is_empty() {
+            remove_if_file(&self.path);
+        }
+    }
+}
+
 /// `<stationid>_<YYYY-MM-DDTHH+MM+SS.ffffff>`: ISO 8601 with `:` as `+`.
 pub fn file_name(station: &str, t: DateTime<Utc>) -> String {
     format!("{station}_{}", t.format("%Y-%m-%dT%H+%M+%S%.6f"))
@@ -98,14 +125,48 @@ impl Archive {
         received: DateTime<Utc>,
         body: &[u8],
     ) -> io::Result<Stored> {
-        let dir = self.root.join(day_path(action, received));
-        let (temp, file) = self.create_temp_in_day_dir(&dir, &file_name(station, received))?;
-        let result = write_synced(file, body, &temp)
-            .and_then(|()| self.publish(&temp, action, station, received));
-        if result.is_err() {
-            remove_if_file(&temp);
-        }
-        result
+        let mut temp = self.begin(action, station, received)?;
+        temp.write_all(body)?;
+        self.commit(temp, action, station, received)
+    }
+
+    /// Starts a body too large to hold in memory: a temp file in the day
+    /// directory of `started`, to be written and then [`Archive::commit`]ted.
+    /// Dropped uncommitted, it removes itself.
+    pub fn begin(
+        &self,
+        action: &str,
+        station: &str,
+        started: DateTime<Utc>,
+    ) -> io::Result<TempFile> {
+        let dir = self.root.join(day_path(action, started));
+        let (path, file) = self.create_temp_in_day_dir(&dir, &file_name(station, started))?;
+        Ok(TempFile {
+            path,
+            file: Some(file),
+        })
+    }
+
+    /// Makes a written temp file durable under its final name (the name of
+    /// `received`, moved forward on a collision). On error it is removed.
+    pub fn commit(
+        &self,
+        mut temp: TempFile,
+        action: &str,
+        station: &str,
+        received: DateTime<Utc>,
+    ) -> io::Result<Stored> {
+        let file = temp
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("temp file already closed"))?;
+        // A failed fsync is final for this file: it is removed, never retried.
+        file.sync_all()
+            .map_err(|e| annotate(e, "fsync", &temp.path))?;
+        drop(file);
+        let stored = self.publish(&temp.path, action, station, received)?;
+        temp.path = PathBuf::new(); // published: nothing left to remove
+        Ok(stored)
     }
 
     /// Creates `<root>/<rel_dir>/<name>` with `body`, durably and without

@@ -9,6 +9,51 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 
 use crate::error::RequestError;
+use crate::intake::Piece;
+
+/// What [`forward`] did with a body.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Forwarded {
+    /// All of it was sent on: this many bytes.
+    Complete(u64),
+    /// The receiver stopped listening (its error says why).
+    ReceiverGone,
+}
+
+/// Sends a body on to a writer piece by piece, with the same limits as
+/// [`read_limited`]; at most a few frames are ever in memory.
+pub async fn forward(
+    mut body: Incoming,
+    limit: u64,
+    idle_timeout: Duration,
+    to: &tokio::sync::mpsc::Sender<Piece>,
+) -> Result<Forwarded, RequestError> {
+    if body.size_hint().lower() > limit {
+        return Err(RequestError::BodyTooLarge { limit });
+    }
+    let mut total = 0u64;
+    loop {
+        let frame = match tokio::time::timeout(idle_timeout, body.frame()).await {
+            Err(_) => {
+                return Err(RequestError::BodyTimeout {
+                    secs: idle_timeout.as_secs(),
+                });
+            }
+            Ok(None) => return Ok(Forwarded::Complete(total)),
+            Ok(Some(Err(e))) => return Err(RequestError::BodyRead(with_cause(&e))),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            total += data.len() as u64;
+            if total > limit {
+                return Err(RequestError::BodyTooLarge { limit });
+            }
+            if to.send(Piece::Data(data)).await.is_err() {
+                return Ok(Forwarded::ReceiverGone);
+            }
+        }
+    }
+}
 
 pub async fn read_limited(
     mut body: Incoming,

@@ -56,7 +56,7 @@ pub fn decode(encoding: Encoding, body: Bytes, limit: u64) -> Result<Bytes, Requ
 }
 
 /// RFC 1950 header: compression method 8 and a check value divisible by 31.
-fn looks_like_zlib(body: &[u8]) -> bool {
+pub fn looks_like_zlib(body: &[u8]) -> bool {
     match body {
         [cmf, flg, ..] => cmf & 0x0f == 8 && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0,
         _ => false,

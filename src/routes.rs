@@ -108,26 +108,69 @@ async fn post(
     let encoding = Encoding::parse(req.headers().get(CONTENT_ENCODING).map(|v| v.as_bytes()))?;
     log.encoding = encoding;
     let config = &state.config;
-    let limit = if query.action.is_upload() {
-        config.max_upload_bytes
-    } else {
-        config.max_body_bytes
-    };
-    let raw = crate::body::read_limited(req.into_body(), limit, config.body_read_timeout()).await?;
-    log.bytes = raw.len();
-    if raw.is_empty() {
-        return Err(RequestError::EmptyBody);
-    }
-    let received = Utc::now();
-    let store_started = Instant::now();
     let task_state = Arc::clone(state);
     let station = query.station.clone();
     let action = query.action;
-    let result = tokio::task::spawn_blocking(move || {
-        intake::accept(&task_state, action, &station, encoding, raw, received)
-    })
-    .await
-    .unwrap_or_else(|e| {
+    let (received, store_started, result) = if action.is_upload() {
+        // Binary uploads go straight to their temp file: memory does not grow with them.
+        // What the headers already refuse is refused before anything touches the disk.
+        let hint = hyper::body::Body::size_hint(req.body());
+        if hint.lower() > config.max_upload_bytes {
+            return Err(RequestError::BodyTooLarge {
+                limit: config.max_upload_bytes,
+            });
+        }
+        if hint.exact() == Some(0) {
+            return Err(RequestError::EmptyBody);
+        }
+        // Two frames in flight keep the disk busy; more would only hold memory.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let started = Utc::now();
+        let writer = tokio::task::spawn_blocking(move || {
+            intake::accept_stream(&task_state, action, &station, encoding, &mut rx, started)
+        });
+        let forwarded = crate::body::forward(
+            req.into_body(),
+            config.max_upload_bytes,
+            config.body_read_timeout(),
+            &tx,
+        )
+        .await;
+        if let Ok(crate::body::Forwarded::Complete(n)) = &forwarded {
+            log.bytes = usize::try_from(*n).unwrap_or(usize::MAX);
+        }
+        let received = Utc::now();
+        match forwarded {
+            Ok(crate::body::Forwarded::Complete(_)) => {
+                // If the writer already failed, its own error is the answer.
+                let _ = tx.send(intake::Piece::End(received)).await;
+            }
+            Ok(crate::body::Forwarded::ReceiverGone) => {}
+            Err(e) => {
+                drop(tx); // the writer sees the channel close and removes its temp file
+                let _ = writer.await;
+                return Err(e);
+            }
+        }
+        drop(tx);
+        (received, Instant::now(), writer.await)
+    } else {
+        let limit = config.max_body_bytes;
+        let raw =
+            crate::body::read_limited(req.into_body(), limit, config.body_read_timeout()).await?;
+        log.bytes = raw.len();
+        if raw.is_empty() {
+            return Err(RequestError::EmptyBody);
+        }
+        let received = Utc::now();
+        let started = Instant::now();
+        let outcome = tokio::task::spawn_blocking(move || {
+            intake::accept(&task_state, action, &station, encoding, raw, received)
+        })
+        .await;
+        (received, started, outcome)
+    };
+    let result = result.unwrap_or_else(|e| {
         Err(Refusal::from(RequestError::Store {
             source: std::io::Error::other(format!("intake task failed: {e}")),
             retry_after_secs: config.retry_after_secs,
@@ -139,11 +182,11 @@ async fn post(
             if accepted.duplicate {
                 metrics.duplicate();
             } else {
-                metrics.stored(accepted.body.len(), store_started.elapsed());
+                metrics.stored(accepted.bytes, store_started.elapsed());
             }
             metrics.seen(query.station.as_str(), received);
             log_details(&query, &accepted);
-            log.bytes = accepted.body.len();
+            log.bytes = accepted.bytes;
             log.path = Some(accepted.stored.path.display().to_string());
             log.outcome = if accepted.duplicate {
                 Outcome::Duplicate
@@ -185,7 +228,8 @@ fn log_details(query: &OttQuery, accepted: &Accepted) {
         }
     }
     if query.action == Action::SendAlarm && !accepted.duplicate {
-        let alarm: String = xml::text(&accepted.body).chars().take(4096).collect();
+        let body = accepted.body.as_deref().unwrap_or_default();
+        let alarm: String = xml::text(body).chars().take(4096).collect();
         tracing::error!(
             station_id,
             alarm = alarm.as_str(),

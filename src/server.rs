@@ -20,6 +20,9 @@ pub async fn run(listener: UnixListener, shutdown: impl Future<Output = ()>, sta
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(state.config.header_read_timeout())
+        // Reads in pieces of at most 64 KiB: a 44 KB message still arrives in
+        // one, and a large upload never sits in memory in big chunks.
+        .max_buf_size(64 * 1024)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();

@@ -384,6 +384,10 @@ impl Daemon {
         daemon
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn next_notification(&self) -> String {
         let mut buf = [0u8; 256];
         let n = self
