@@ -25,6 +25,9 @@ use chrono::{DateTime, Utc};
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
 
+use crate::config::Durability;
+use crate::group::SyncBarrier;
+
 /// How many times a name is moved forward by a microsecond before giving up.
 const MAX_NAME_ATTEMPTS: u32 = 10_000;
 /// How many of the newest day directories of each action the start-up scan
@@ -49,6 +52,8 @@ pub struct Archive {
     /// Set once the file system has refused `renameat2(RENAME_NOREPLACE)`.
     link_fallback: AtomicBool,
     temp_seq: AtomicU64,
+    /// Group commit, when configured: shared flushes instead of fsyncs.
+    group: Option<SyncBarrier>,
 }
 
 /// A body being written: a temp file that removes itself unless committed.
@@ -89,19 +94,37 @@ pub fn day_path(action: &str, t: DateTime<Utc>) -> PathBuf {
 }
 
 impl Archive {
-    /// Opens (creating if needed) the archive at `root` and checks that a
-    /// file can be created, synced and removed there.
+    /// Opens (creating if needed) the archive at `root`, each file made
+    /// durable on its own, and checks that a file can be created, synced
+    /// and removed there.
     pub fn open(root: &Path, temp_suffix: &str) -> anyhow::Result<Archive> {
+        Self::open_with(root, temp_suffix, Durability::Fsync)
+    }
+
+    /// [`Archive::open`] with the durability mode of the configuration.
+    pub fn open_with(
+        root: &Path,
+        temp_suffix: &str,
+        durability: Durability,
+    ) -> anyhow::Result<Archive> {
         fs::create_dir_all(root)
             .with_context(|| format!("cannot create data_dir {}", root.display()))?;
         let root = fs::canonicalize(root)
             .with_context(|| format!("cannot resolve data_dir {}", root.display()))?;
+        let group = match durability {
+            Durability::Fsync => None,
+            Durability::Group => Some(
+                SyncBarrier::start(&root)
+                    .with_context(|| format!("cannot start group commit in {}", root.display()))?,
+            ),
+        };
         let archive = Archive {
             root,
             temp_suffix: temp_suffix.to_owned(),
             durable_dirs: Mutex::new(HashSet::new()),
             link_fallback: AtomicBool::new(false),
             temp_seq: AtomicU64::new(0),
+            group,
         };
         let (probe, file) = archive
             .create_temp(&archive.root, ".dlsrv-write-check")
@@ -114,6 +137,11 @@ impl Archive {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// File-system flushes so far, in group-commit mode.
+    pub fn group_flushes(&self) -> Option<u64> {
+        self.group.as_ref().map(SyncBarrier::flushes)
     }
 
     /// Stores `body` for `station` under `action`, durably, without ever
@@ -160,12 +188,26 @@ impl Archive {
             .file
             .take()
             .ok_or_else(|| io::Error::other("temp file already closed"))?;
-        // A failed fsync is final for this file: it is removed, never retried.
-        file.sync_all()
-            .map_err(|e| annotate(e, "fsync", &temp.path))?;
+        let Some(group) = &self.group else {
+            // A failed fsync is final for this file: it is removed, never retried.
+            file.sync_all()
+                .map_err(|e| annotate(e, "fsync", &temp.path))?;
+            drop(file);
+            let stored = self.publish(&temp.path, action, station, received, true)?;
+            temp.path = PathBuf::new(); // published: nothing left to remove
+            return Ok(stored);
+        };
+        // Group commit: the data made durable by a shared flush, then the name.
         drop(file);
-        let stored = self.publish(&temp.path, action, station, received)?;
-        temp.path = PathBuf::new(); // published: nothing left to remove
+        group
+            .sync()
+            .map_err(|e| annotate(e, "group commit of", &temp.path))?;
+        let stored = self.publish(&temp.path, action, station, received, false)?;
+        temp.path = PathBuf::new();
+        if let Err(e) = group.sync() {
+            remove_if_file(&stored.path); // the name may not survive a crash: 503, not 200
+            return Err(annotate(e, "group commit of", &stored.path));
+        }
         Ok(stored)
     }
 
@@ -231,13 +273,15 @@ impl Archive {
         }
     }
 
-    /// Moves the synced temp file to its final name and makes that durable.
+    /// Moves the synced temp file to its final name, and makes the name
+    /// durable when `sync_dir` (group commit syncs it afterwards instead).
     fn publish(
         &self,
         temp: &Path,
         action: &str,
         station: &str,
         received: DateTime<Utc>,
+        sync_dir: bool,
     ) -> io::Result<Stored> {
         let mut t = received;
         for _ in 0..MAX_NAME_ATTEMPTS {
@@ -246,7 +290,8 @@ impl Archive {
             let path = dir.join(file_name(station, t));
             match self.rename_noreplace(temp, &path) {
                 Ok(()) => {
-                    if let Err(e) = fsync_dir(&dir) {
+                    let synced = if sync_dir { fsync_dir(&dir) } else { Ok(()) };
+                    if let Err(e) = synced {
                         // The name may not survive a crash: take it back so a
                         // 503 means "not stored" and the logger's retry is the copy.
                         remove_if_file(&path);

@@ -49,6 +49,9 @@ pub struct Config {
     pub metrics_max_stations: usize,
     /// Suffix of files being written; sync jobs skip `*<temp_suffix>`.
     pub temp_suffix: String,
+    /// How files are made durable: `fsync` (each file and directory on its
+    /// own) or `group` (one file-system flush for many files).
+    pub durability: Durability,
     /// Seconds a client may take to send a request's headers; also how long
     /// an idle keep-alive connection is kept open.
     pub header_read_timeout_secs: u64,
@@ -78,6 +81,7 @@ impl Default for Config {
             downloads_dir: PathBuf::from("./downloads"),
             metrics_max_stations: 10_000,
             temp_suffix: ".tmp".to_owned(),
+            durability: Durability::Fsync,
             header_read_timeout_secs: 30,
             body_read_timeout_secs: 60,
             shutdown_grace_secs: 20,
@@ -219,6 +223,17 @@ impl Config {
     }
 }
 
+/// How the archive makes a file durable before the 200.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// `fsync` of each file, then of its directory after the rename.
+    Fsync,
+    /// Group commit: `syncfs` of the archive's file system, shared by all
+    /// files written meanwhile, before and after the renames.
+    Group,
+}
+
 /// Resolves a group name or numeric id to a gid.
 pub fn resolve_group(group: &str) -> anyhow::Result<nix::unistd::Gid> {
     if let Ok(gid) = group.parse::<u32>() {
@@ -284,6 +299,7 @@ mod tests {
             assert_eq!(c.socket_mode, FileMode(0o660));
             assert_eq!(c.max_body_bytes, 16 * 1024 * 1024);
             assert_eq!(c.temp_suffix, ".tmp");
+            assert_eq!(c.durability, Durability::Fsync);
             Ok(())
         });
     }
@@ -350,6 +366,7 @@ mod tests {
         assert!(load_err("max_body_bytes = \"big\"\n", &[]).contains("max_body_bytes"));
         assert!(load_err("max_body_bytes = 0\n", &[]).contains("max_body_bytes"));
         assert!(load_err("max_upload_bytes = 0\n", &[]).contains("max_upload_bytes"));
+        assert!(load_err("durability = \"sometimes\"\n", &[]).contains("durability"));
         assert!(load_err("duplicate_window_days = 400\n", &[]).contains("duplicate_window_days"));
         assert!(load_err("duplicate_window_days = -1\n", &[]).contains("duplicate_window_days"));
         assert!(load_err("socket_mode = \"0999\"\n", &[]).contains("socket_mode"));

@@ -32,6 +32,7 @@ pub mod dedup;
 pub mod downloads;
 pub mod encoding;
 pub mod error;
+pub mod group;
 pub mod intake;
 pub mod listener;
 pub mod logging;

@@ -60,7 +60,17 @@ async fn route(
             _ => Err(RequestError::MethodNotAllowed { allow: "GET, HEAD" }),
         },
         "/metrics" => match *req.method() {
-            Method::GET | Method::HEAD => Ok(response::metrics(state.metrics.render())),
+            Method::GET | Method::HEAD => {
+                let mut text = state.metrics.render();
+                if let Some(flushes) = state.archive.group_flushes() {
+                    text.push_str(&format!(
+                        "# HELP dlsrv_group_commit_flushes_total File-system flushes of group commit.\n\
+                         # TYPE dlsrv_group_commit_flushes_total counter\n\
+                         dlsrv_group_commit_flushes_total {flushes}\n"
+                    ));
+                }
+                Ok(response::metrics(text))
+            }
             _ => Err(RequestError::MethodNotAllowed { allow: "GET, HEAD" }),
         },
         "/ott" | "/ott/" => {

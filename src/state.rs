@@ -19,7 +19,7 @@ impl AppState {
     /// removes temp files a crashed instance left behind, logging each, and
     /// prunes duplicate markers older than the window.
     pub fn new(config: Config) -> anyhow::Result<AppState> {
-        let archive = Archive::open(&config.data_dir, &config.temp_suffix)?;
+        let archive = Archive::open_with(&config.data_dir, &config.temp_suffix, config.durability)?;
         match archive.remove_stale_temps(config.stale_temp_age()) {
             Ok(removed) => {
                 for path in &removed {
