@@ -38,10 +38,12 @@ pub struct Duplicates {
 
 /// SHA-256 of a body, as 64 hex digits.
 pub fn hash(body: &[u8]) -> String {
-    Sha256::digest(body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(body))
+}
+
+/// A digest as lower-case hex digits.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Duplicates {

@@ -118,17 +118,7 @@ pub fn accept(
                     source,
                     retry_after_secs: config.retry_after_secs,
                 })?;
-            if let Err(e) = state.duplicates.record(
-                &state.archive,
-                action.name(),
-                station.as_str(),
-                &hash,
-                &stored,
-                received,
-            ) {
-                // The body is stored; without the marker a resend is stored twice.
-                tracing::warn!(error = %e, "cannot write a duplicate marker");
-            }
+            mark(state, action, station, &hash, &stored, received);
             (stored, false)
         }
     };
@@ -296,12 +286,7 @@ pub fn accept_stream(
         return Err(RequestError::EmptyBody.into());
     }
     let bytes = usize::try_from(written.written).unwrap_or(usize::MAX);
-    let hash: String = written
-        .hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = dedup::hex(&written.hasher.finalize());
     if let Some(earlier) = state.duplicates.find(
         &state.archive,
         action.name(),
@@ -322,16 +307,7 @@ pub fn accept_stream(
         .archive
         .commit(written.temp, action.name(), station.as_str(), received)
         .map_err(store_error)?;
-    if let Err(e) = state.duplicates.record(
-        &state.archive,
-        action.name(),
-        station.as_str(),
-        &hash,
-        &stored,
-        received,
-    ) {
-        tracing::warn!(error = %e, "cannot write a duplicate marker");
-    }
+    mark(state, action, station, &hash, &stored, received);
     Ok(Accepted {
         stored,
         duplicate: false,
@@ -340,6 +316,30 @@ pub fn accept_stream(
         summary: None,
         acks: Vec::new(),
     })
+}
+
+/// Records the duplicate marker of a stored body. The body is durable
+/// already: a marker that cannot be written costs a second copy of a
+/// resend, so it is logged, not fatal.
+fn mark(
+    state: &AppState,
+    action: Action,
+    station: &StationId,
+    hash: &str,
+    stored: &Stored,
+    received: DateTime<Utc>,
+) {
+    let result = state.duplicates.record(
+        &state.archive,
+        action.name(),
+        station.as_str(),
+        hash,
+        stored,
+        received,
+    );
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot write a duplicate marker");
+    }
 }
 
 fn lost() -> Refusal {
