@@ -414,8 +414,19 @@ impl Archive {
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
+            if name == crate::dedup::DIR {
+                // Markers: <day>/<action>/<station>/, in the newest days.
+                let mut days = sorted_subdirs(&top)?;
+                let newest = days.split_off(days.len().saturating_sub(STALE_SCAN_DAYS));
+                for day in newest {
+                    for action in sorted_subdirs(&day)? {
+                        dirs.extend(sorted_subdirs(&action)?);
+                    }
+                }
+                continue;
+            }
             if name.starts_with('.') {
-                continue; // duplicate markers: pruned whole, with their day
+                continue; // not ours
             }
             if name == crate::queue::DIR {
                 for station in sorted_subdirs(&top)? {

@@ -12,10 +12,12 @@ use crate::error::RequestError;
 /// Maps a URL path (`/fw/netdl-2.1.bin`) to a regular file below `root`.
 pub fn resolve(root: &Path, url_path: &str) -> Result<PathBuf, RequestError> {
     let decoded = path_decode(url_path)?;
+    // A trailing slash names a directory, which is never served.
+    if decoded.ends_with('/') {
+        return Err(RequestError::NotFound);
+    }
     let mut relative = PathBuf::new();
-    // A trailing slash names a directory, which is never served: 404 below.
-    let trimmed = decoded.trim_start_matches('/');
-    for segment in trimmed.strip_suffix('/').unwrap_or(trimmed).split('/') {
+    for segment in decoded.trim_start_matches('/').split('/') {
         if segment.is_empty() || segment == "." || segment == ".." || segment.contains(['\0', '\\'])
         {
             return Err(RequestError::BadQuery(format!(
@@ -71,7 +73,7 @@ mod tests {
                 "{bad}"
             );
         }
-        for absent in ["/fw/none.bin", "/link", "/fw", "/fw/"] {
+        for absent in ["/fw/none.bin", "/link", "/fw", "/fw/", "/fw/netdl+2.bin/"] {
             assert!(
                 matches!(resolve(&root, absent), Err(RequestError::NotFound)),
                 "{absent}"

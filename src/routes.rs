@@ -95,16 +95,18 @@ async fn route(
             }
         }
         // A published file, at the path the operator configured in the logger.
-        _ if *req.method() == Method::GET => match OttQuery::parse(req.uri().query()) {
+        _ => match OttQuery::parse(req.uri().query()) {
             Ok(query) if query.action.is_download() => {
                 log.station = Some(query.station.to_string());
                 log.action = Some(query.action);
+                if *req.method() != Method::GET {
+                    return Err(RequestError::MethodNotAllowed { allow: "GET" });
+                }
                 download(state, &path, log).await
             }
             Err(e @ RequestError::BadStationId(_)) => Err(e),
             _ => Err(RequestError::NotFound),
         },
-        _ => Err(RequestError::NotFound),
     }
 }
 

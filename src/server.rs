@@ -23,6 +23,9 @@ pub async fn run(listener: UnixListener, shutdown: impl Future<Output = ()>, sta
         // Reads in pieces of at most 64 KiB: a 44 KB message still arrives in
         // one, and a large upload never sits in memory in big chunks.
         .max_buf_size(64 * 1024)
+        // A client that shuts down its sending side after a complete request
+        // still gets its answer: the body may already be stored.
+        .half_close(true)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();

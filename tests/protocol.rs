@@ -518,11 +518,16 @@ async fn downloads_serve_published_files_and_nothing_else() {
         ),
         ("/../secret?stationid=1&action=getconfiguration", 400),
         ("/ott/?stationid=1&action=getconfiguration", 404),
+        ("/fw/netdl-2.1.bin/?stationid=1&action=getfirmware", 404),
     ] {
         let reply = server.get(target).await;
         assert_eq!(reply.status, status, "{target}: {}", reply.text());
         assert_ne!(reply.body, b"outside");
     }
+    let reply = server
+        .post("/fw/netdl-2.1.bin?stationid=1&action=getfirmware", b"x")
+        .await;
+    assert_eq!((reply.status, reply.header("allow")), (405, Some("GET")));
     server.stop().await;
 }
 

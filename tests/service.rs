@@ -391,3 +391,16 @@ async fn a_malformed_request_is_refused_without_affecting_other_connections() {
     assert_eq!(server.stored_files().len(), 2);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    let server = TestServer::start().await;
+    let mut conn = server.connect().await;
+    conn.send(&post_request(SENDDATA, "HTTP/1.1", "", &doc("half-closed")))
+        .await;
+    conn.stream.shutdown().await.expect("half-close");
+    let reply = conn.reply().await;
+    assert_eq!(reply.status, 200, "the stored body is acknowledged");
+    assert_eq!(server.stored_files().len(), 1);
+    server.stop().await;
+}
