@@ -47,6 +47,9 @@ pub struct Config {
     pub downloads_dir: PathBuf,
     /// How many stations `/metrics` reports a last-transmission time for.
     pub metrics_max_stations: usize,
+    /// Threads doing file-system work (writes, fsyncs) at once; more
+    /// requests wait their turn instead of growing the process.
+    pub blocking_threads: usize,
     /// Suffix of files being written; sync jobs skip `*<temp_suffix>`.
     pub temp_suffix: String,
     /// How files are made durable: `fsync` (each file and directory on its
@@ -80,6 +83,7 @@ impl Default for Config {
             duplicate_window_days: 7,
             downloads_dir: PathBuf::from("./downloads"),
             metrics_max_stations: 10_000,
+            blocking_threads: 32,
             temp_suffix: ".tmp".to_owned(),
             durability: Durability::Fsync,
             header_read_timeout_secs: 30,
@@ -165,6 +169,12 @@ impl Config {
             bail!(
                 "duplicate_window_days: {} is more than 366",
                 self.duplicate_window_days
+            );
+        }
+        if !(4..=512).contains(&self.blocking_threads) {
+            bail!(
+                "blocking_threads: {} is not in 4..=512",
+                self.blocking_threads
             );
         }
         if self.metrics_max_stations > 1_000_000 {

@@ -41,7 +41,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
     logging::init(&config.log_level)?;
     // Opening the archive touches the disk: done before the runtime exists.
     let state = Arc::new(AppState::new(config)?);
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(state.config.blocking_threads)
+        .build()
+        .context("cannot start the runtime")?;
     runtime.block_on(async {
         let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
