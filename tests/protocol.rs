@@ -547,3 +547,55 @@ async fn a_document_naming_another_station_is_stored_under_the_query_station() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn duplicates_are_suppressed_across_two_instances_sharing_the_data_directory() {
+    let shared = tempfile::tempdir().expect("tempdir");
+    let data = shared.path().join("data");
+    let a = TestServer::start_with(|c| c.data_dir = data.clone()).await;
+    let b = TestServer::start_with(|c| c.data_dir = data.clone()).await;
+    let body = sample("senddata.xml");
+    let first = a.post(SENDDATA, &body).await;
+    let second = b.post(SENDDATA, &body).await;
+    assert_eq!((first.status, second.status), (200, 200));
+    assert_eq!(
+        second.response_date_time(),
+        first.response_date_time(),
+        "b names a's copy"
+    );
+    assert_eq!(archive_files(&data).len(), 1);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[test]
+fn a_document_naming_another_station_is_logged_at_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), "a", &[]);
+    let body = dir.path().join("other.xml");
+    fs::write(
+        &body,
+        b"<StationDataList><StationData stationId=\"0000000009\"/></StationDataList>",
+    )
+    .expect("write");
+    let out = emulator()
+        .args([
+            "--target",
+            &format!("unix:{}", daemon.socket.display()),
+            "--station",
+            STATION,
+        ])
+        .args(["send", "senddata"])
+        .arg(&body)
+        .output()
+        .expect("emulator");
+    assert!(out.status.success());
+    daemon.sigterm();
+    let (ok, log) = daemon.wait();
+    assert!(ok);
+    let warning = log
+        .lines()
+        .find(|l| l.contains("document names station 0000000009"))
+        .expect("warned");
+    assert!(warning.contains(" WARN "), "{warning}");
+}
