@@ -36,6 +36,22 @@ fn emulator() -> Command {
     Command::new(path)
 }
 
+/// Runs the emulator as station `STATION` against `daemon`'s socket.
+fn emulate(daemon: &Daemon, args: &[&str], file: Option<&Path>) -> std::process::Output {
+    let mut cmd = emulator();
+    cmd.args([
+        "--target",
+        &format!("unix:{}", daemon.socket.display()),
+        "--station",
+        STATION,
+    ])
+    .args(args);
+    if let Some(file) = file {
+        cmd.arg(file);
+    }
+    cmd.output().expect("emulator")
+}
+
 fn compressed<W: Write>(
     mut encoder: W,
     finish: impl FnOnce(W) -> std::io::Result<Vec<u8>>,
@@ -86,17 +102,7 @@ fn a_full_command_cycle_driven_by_the_emulator() {
 
     let data_file = dir.path().join("senddata.xml");
     fs::write(&data_file, sample("senddata.xml")).expect("write");
-    let out = emulator()
-        .args([
-            "--target",
-            &format!("unix:{}", daemon.socket.display()),
-            "--station",
-            STATION,
-        ])
-        .args(["cycle", "--data"])
-        .arg(&data_file)
-        .output()
-        .expect("emulator");
+    let out = emulate(&daemon, &["cycle", "--data"], Some(&data_file));
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -124,47 +130,19 @@ fn a_full_command_cycle_driven_by_the_emulator() {
     );
 
     // Handed out once: the next requestcommand has nothing.
-    let out = emulator()
-        .args([
-            "--target",
-            &format!("unix:{}", daemon.socket.display()),
-            "--station",
-            STATION,
-        ])
-        .args(["send", "requestcommand"])
-        .output()
-        .expect("emulator");
+    let out = emulate(&daemon, &["send", "requestcommand"], None);
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stdout).contains("CommandList"));
 
     // Requeue, then a logger that reports a failure.
     let (ok, out) = commands(&daemon.data, &["requeue", STATION, &id]);
     assert!(ok, "{out}");
-    let server_sent = emulator()
-        .args([
-            "--target",
-            &format!("unix:{}", daemon.socket.display()),
-            "--station",
-            STATION,
-        ])
-        .args(["send", "requestcommand"])
-        .output()
-        .expect("emulator");
+    let server_sent = emulate(&daemon, &["send", "requestcommand"], None);
     assert!(String::from_utf8_lossy(&server_sent.stdout).contains("CommandList"));
     let fail = dir.path().join("ack.xml");
     fs::write(&fail, b"<Response stationId=\"0000452891\"><Ack ackId=\"101\" status=\"OK\"/><Ack ackId=\"102\" status=\"FAIL\">window overlaps</Ack></Response>")
         .expect("write");
-    let out = emulator()
-        .args([
-            "--target",
-            &format!("unix:{}", daemon.socket.display()),
-            "--station",
-            STATION,
-        ])
-        .args(["send", "acknowledge"])
-        .arg(&fail)
-        .output()
-        .expect("emulator");
+    let out = emulate(&daemon, &["send", "acknowledge"], Some(&fail));
     assert!(out.status.success());
     let (_, listed) = commands(&daemon.data, &["list", STATION]);
     assert!(listed.contains("102 FAIL: window overlaps"), "{listed}");
@@ -578,17 +556,7 @@ fn a_document_naming_another_station_is_logged_at_warning() {
         b"<StationDataList><StationData stationId=\"0000000009\"/></StationDataList>",
     )
     .expect("write");
-    let out = emulator()
-        .args([
-            "--target",
-            &format!("unix:{}", daemon.socket.display()),
-            "--station",
-            STATION,
-        ])
-        .args(["send", "senddata"])
-        .arg(&body)
-        .output()
-        .expect("emulator");
+    let out = emulate(&daemon, &["send", "senddata"], Some(&body));
     assert!(out.status.success());
     daemon.sigterm();
     let (ok, log) = daemon.wait();
