@@ -7,7 +7,8 @@
 //! - [`config`]: figment configuration (TOML, then `DLSRV_*`), validation.
 //! - [`listener`]: binding the Unix socket safely; removing it on shutdown.
 //! - [`server`]: the accept loop and graceful drain ([`server::run`]).
-//! - [`routes`]: routing, the OTT endpoint, one log event per request.
+//! - [`routes`]: routing and the OTT endpoint.
+//! - [`reqlog`]: the one log event of each request.
 //! - [`request`]: the query string: `stationid` and `action`, validated.
 //! - [`body`]: reading a body within size and time limits.
 //! - [`encoding`]: decoding `Content-Encoding: deflate`/`gzip`, bounded.
@@ -17,6 +18,9 @@
 //! - [`queue`]: the command queue: pending → sent → acknowledged.
 //! - [`downloads`]: files for `getconfiguration`/`getfirmware`, confined to one directory.
 //! - [`archive`]: naming and the atomic, durable write.
+//! - [`cleanup`]: temp files left by a crash, removed at start.
+//! - [`group`]: group commit, shared `syncfs` flushes.
+//! - [`metrics`]: `GET /metrics`, the Prometheus text format.
 //! - [`response`]: the OTT Response document and plain-text answers.
 //! - [`error`]: request failures and their status codes.
 //! - [`state`]: what all requests share.
@@ -26,6 +30,7 @@
 pub mod admin;
 pub mod archive;
 pub mod body;
+pub mod cleanup;
 pub mod cli;
 pub mod config;
 pub mod dedup;
@@ -38,6 +43,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod queue;
+pub mod reqlog;
 pub mod request;
 pub mod response;
 pub mod routes;

@@ -20,7 +20,7 @@ impl AppState {
     /// prunes duplicate markers older than the window.
     pub fn new(config: Config) -> anyhow::Result<AppState> {
         let archive = Archive::open_with(&config.data_dir, &config.temp_suffix, config.durability)?;
-        match archive.remove_stale_temps(config.stale_temp_age()) {
+        match crate::cleanup::remove_stale_temps(&archive, config.stale_temp_age()) {
             Ok(removed) => {
                 for path in &removed {
                     tracing::warn!(path = %path.display(), "removed a stale temp file");

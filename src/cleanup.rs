@@ -1,0 +1,168 @@
+//! Temp files a crashed or killed instance left behind, removed at start.
+//!
+//! Only where an instance writes: the archive root, each action directory,
+//! the newest day directories of each action, the command queue and the
+//! newest days of duplicate markers. The whole archive may hold millions of
+//! files, so it is not walked. Only files older than `stale_temp_age_secs`
+//! are removed: a younger one may belong to another instance still writing.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::archive::Archive;
+
+/// How many of the newest day directories of each action are visited.
+const STALE_SCAN_DAYS: usize = 3;
+
+/// Removes temp files (`*<temp_suffix>`) older than `max_age` from the
+/// archive root, each action directory, the newest day directories of
+/// each action, and the command queue: where a crashed or killed
+/// instance leaves them. Younger ones may belong to another instance
+/// still writing. Returns what it removed.
+pub fn remove_stale_temps(archive: &Archive, max_age: Duration) -> io::Result<Vec<PathBuf>> {
+    let mut dirs = vec![archive.root().to_path_buf()];
+    for top in sorted_subdirs(archive.root())? {
+        let name = top
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if name == crate::dedup::DIR {
+            // Markers: <day>/<action>/<station>/, in the newest days.
+            let mut days = sorted_subdirs(&top)?;
+            let newest = days.split_off(days.len().saturating_sub(STALE_SCAN_DAYS));
+            for day in newest {
+                for action in sorted_subdirs(&day)? {
+                    dirs.extend(sorted_subdirs(&action)?);
+                }
+            }
+            continue;
+        }
+        if name.starts_with('.') {
+            continue; // not ours
+        }
+        if name == crate::queue::DIR {
+            for station in sorted_subdirs(&top)? {
+                dirs.extend(sorted_subdirs(&station)?);
+            }
+        } else {
+            dirs.extend(newest_day_dirs(&top, STALE_SCAN_DAYS)?);
+        }
+        dirs.push(top);
+    }
+    let now = SystemTime::now();
+    let mut removed = Vec::new();
+    for dir in dirs {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !name.to_string_lossy().ends_with(archive.temp_suffix()) {
+                continue;
+            }
+            let meta = entry.metadata()?; // does not follow symlinks
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            if meta.is_file() && age > max_age {
+                fs::remove_file(entry.path())?;
+                removed.push(entry.path());
+            }
+        }
+    }
+    Ok(removed)
+}
+
+fn sorted_subdirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            dirs.push(entry.path());
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The `n` newest `YYYY/MM/DD` directories below an action directory.
+fn newest_day_dirs(action_dir: &Path, n: usize) -> io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for year in sorted_subdirs(action_dir)?.into_iter().rev() {
+        for month in sorted_subdirs(&year)?.into_iter().rev() {
+            for day in sorted_subdirs(&month)?.into_iter().rev() {
+                found.push(day);
+                if found.len() == n {
+                    return Ok(found);
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, TimeZone, Utc};
+    use std::fs::File;
+
+    fn t(us: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2020, 10, 22, 0, 1, 6)
+            .single()
+            .expect("valid")
+            + chrono::Duration::microseconds(us)
+    }
+
+    #[test]
+    fn stale_temps_are_removed_young_ones_and_others_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let archive = Archive::open(dir.path(), ".tmp").expect("open");
+        let stored = archive
+            .store("senddata", "s", t(1), b"data")
+            .expect("store");
+        let day = stored.path.parent().expect("day").to_path_buf();
+        let old = day.join("s_x.1-1.tmp");
+        let young = day.join("s_y.1-2.tmp");
+        let old_not_temp = day.join("s_old_data");
+        for p in [&old, &young, &old_not_temp] {
+            fs::write(p, b"partial").expect("write");
+        }
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        for p in [&old, &old_not_temp] {
+            File::options()
+                .write(true)
+                .open(p)
+                .and_then(|f| f.set_modified(two_hours_ago))
+                .expect("age it");
+        }
+        let removed = remove_stale_temps(&archive, Duration::from_secs(3600)).expect("scan");
+        assert_eq!(removed, vec![old.clone()]);
+        assert!(!old.exists());
+        assert!(young.exists() && old_not_temp.exists() && stored.path.exists());
+    }
+
+    #[test]
+    fn newest_days_are_found_across_months_and_years() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for d in [
+            "a/2019/12/30",
+            "a/2019/12/31",
+            "a/2020/01/01",
+            "a/2018/05/05",
+        ] {
+            fs::create_dir_all(dir.path().join(d)).expect("mkdir");
+        }
+        let found = newest_day_dirs(&dir.path().join("a"), 2).expect("scan");
+        assert_eq!(
+            found,
+            vec![
+                dir.path().join("a/2020/01/01"),
+                dir.path().join("a/2019/12/31")
+            ]
+        );
+    }
+}
