@@ -581,6 +581,11 @@ fn install_sh_is_shellcheck_clean() {
     run(Command::new("shellcheck")
         .args(["-s", "sh"])
         .arg(repo("deploy/install.sh")));
+    // The benchmark script too (bash), and the CI scripts.
+    run(Command::new("shellcheck")
+        .arg(repo("bench/run"))
+        .arg(repo(".ci/run"))
+        .arg(repo(".ci/test")));
 }
 
 #[test]
