@@ -107,41 +107,47 @@ fn newest_day_dirs(action_dir: &Path, n: usize) -> io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{DateTime, TimeZone, Utc};
+    use chrono::Utc;
     use std::fs::File;
-
-    fn t(us: i64) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2020, 10, 22, 0, 1, 6)
-            .single()
-            .expect("valid")
-            + chrono::Duration::microseconds(us)
-    }
 
     #[test]
     fn stale_temps_are_removed_young_ones_and_others_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
         let archive = Archive::open(dir.path(), ".tmp").expect("open");
         let stored = archive
-            .store("senddata", "s", t(1), b"data")
+            .store("senddata", "s", Utc::now(), b"data")
             .expect("store");
         let day = stored.path.parent().expect("day").to_path_buf();
         let old = day.join("s_x.1-1.tmp");
         let young = day.join("s_y.1-2.tmp");
         let old_not_temp = day.join("s_old_data");
-        for p in [&old, &young, &old_not_temp] {
+        // Where else a killed instance writes: the queue and the duplicate markers.
+        let queue = archive.root().join("commands/s/pending");
+        let markers = archive
+            .root()
+            .join(crate::dedup::DIR)
+            .join("2026-01-01/senddata/s");
+        fs::create_dir_all(&queue).expect("queue dir");
+        fs::create_dir_all(&markers).expect("marker dir");
+        let old_queued = queue.join("20260101T000000.000000.xml.1-3.tmp");
+        let old_marker = markers.join("abc.1-4.tmp");
+        for p in [&old, &young, &old_not_temp, &old_queued, &old_marker] {
             fs::write(p, b"partial").expect("write");
         }
         let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
-        for p in [&old, &old_not_temp] {
+        for p in [&old, &old_not_temp, &old_queued, &old_marker] {
             File::options()
                 .write(true)
                 .open(p)
                 .and_then(|f| f.set_modified(two_hours_ago))
                 .expect("age it");
         }
-        let removed = remove_stale_temps(&archive, Duration::from_secs(3600)).expect("scan");
-        assert_eq!(removed, vec![old.clone()]);
-        assert!(!old.exists());
+        let mut removed = remove_stale_temps(&archive, Duration::from_secs(3600)).expect("scan");
+        removed.sort();
+        let mut expected = vec![old.clone(), old_queued.clone(), old_marker.clone()];
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert!(!old.exists() && !old_queued.exists() && !old_marker.exists());
         assert!(young.exists() && old_not_temp.exists() && stored.path.exists());
     }
 
