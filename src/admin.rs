@@ -1,7 +1,7 @@
 //! `dlsrv commands …`: the operators' side of the command queue (see
-//! [`crate::queue`]). Run it as the service user, or as root: files it
-//! creates as root are handed to the owner of `data_dir`, so the service
-//! can move them.
+//! [`crate::queue`]) in `state_dir`. Run it as the service user, or as
+//! root: files it creates as root are handed to the owner of `state_dir`,
+//! so the service can move them. `list` only reads.
 
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
@@ -9,40 +9,54 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::archive::Archive;
 use crate::cli::CommandsAction;
 use crate::config::Config;
+use crate::durable::{DurableDir, Options};
 use crate::queue::{self, Entry, State};
 use crate::request::StationId;
 
 /// Runs one operator command; returns what to print.
-pub fn run(config: &Config, action: &CommandsAction) -> anyhow::Result<String> {
-    let archive = Archive::open(&config.data_dir, &config.temp_suffix)?;
+pub(crate) fn run(config: &Config, action: &CommandsAction) -> anyhow::Result<String> {
+    let open = || {
+        let options = Options {
+            temp_suffix: &config.temp_suffix,
+            group: None,
+            follow_links: false,
+            what: "state_dir",
+        };
+        DurableDir::open(&config.state_dir, options)
+    };
     let now = chrono::Utc::now();
     let output = match action {
         CommandsAction::Add { station, file } => {
             let station = station_id(station)?;
             let doc =
                 std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-            let id = queue::enqueue(&archive, &station, &doc, now)
+            let store = open()?;
+            let id = queue::enqueue(&store, &station, &doc, now)
                 .with_context(|| format!("{} not queued", file.display()))?;
-            adopt(&archive, &station)?;
+            adopt(&store, &station)?;
             format!("queued {id} for {station}\n")
         }
         CommandsAction::List { station } => {
             let station = station.as_deref().map(station_id).transpose()?;
-            render(&queue::list(&archive, station.as_ref()).context("cannot read the queue")?)
+            render(
+                &queue::list(&config.state_dir, station.as_ref())
+                    .context("cannot read the queue")?,
+            )
         }
         CommandsAction::Cancel { station, id } => {
             let station = station_id(station)?;
-            queue::cancel(&archive, &station, id)?;
-            adopt(&archive, &station)?;
+            let store = open()?;
+            queue::cancel(&store, &station, id)?;
+            adopt(&store, &station)?;
             format!("cancelled {id} for {station}\n")
         }
         CommandsAction::Requeue { station, id } => {
             let station = station_id(station)?;
-            queue::requeue(&archive, &station, id)?;
-            adopt(&archive, &station)?;
+            let store = open()?;
+            queue::requeue(&store, &station, id)?;
+            adopt(&store, &station)?;
             format!("queued {id} again for {station}\n")
         }
     };
@@ -54,7 +68,7 @@ fn station_id(raw: &str) -> anyhow::Result<StationId> {
 }
 
 /// The queue as a table, oldest first per station.
-pub fn render(entries: &[Entry]) -> String {
+pub(crate) fn render(entries: &[Entry]) -> String {
     if entries.is_empty() {
         return "no queued documents\n".to_owned();
     }
@@ -94,12 +108,12 @@ pub fn render(entries: &[Entry]) -> String {
 }
 
 /// Gives what root created in the station's queue to the owner of the
-/// data directory (the service user), so the service can move it.
-fn adopt(archive: &Archive, station: &StationId) -> anyhow::Result<()> {
+/// state directory (the service user), so the service can move it.
+fn adopt(store: &DurableDir, station: &StationId) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
-    let owner = std::fs::metadata(archive.root()).context("cannot stat data_dir")?;
+    let owner = std::fs::metadata(store.root()).context("cannot stat state_dir")?;
     if owner.uid() == 0 {
         return Ok(());
     }
@@ -110,7 +124,7 @@ fn adopt(archive: &Archive, station: &StationId) -> anyhow::Result<()> {
     let chown = |p: &Path| {
         nix::unistd::chown(p, uid, gid).with_context(|| format!("cannot chown {}", p.display()))
     };
-    let base = archive.root().join(queue::DIR);
+    let base = store.root().join(crate::layout::COMMANDS);
     chown(&base)?;
     let dir = base.join(station.as_str());
     chown(&dir)?;

@@ -1,6 +1,7 @@
-//! Reading a request body: whole, Content-Length or chunked, within
-//! `max_body_bytes` (checked up front and while reading) and with an idle
-//! timeout between two reads, like NGINX's `client_body_timeout`.
+//! Reading a request body from hyper: whole (Content-Length or chunked,
+//! within a limit, checked up front and while reading) or a frame at a
+//! time, with an idle timeout between two reads, like NGINX's
+//! `client_body_timeout`.
 
 use std::time::Duration;
 
@@ -9,29 +10,12 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 
 use crate::error::RequestError;
-use crate::intake::Piece;
 
-/// What [`forward`] did with a body.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Forwarded {
-    /// All of it was sent on: this many bytes.
-    Complete(u64),
-    /// The receiver stopped listening (its error says why).
-    ReceiverGone,
-}
-
-/// Sends a body on to a writer piece by piece, with the same limits as
-/// [`read_limited`]; at most a few frames are ever in memory.
-pub async fn forward(
-    mut body: Incoming,
-    limit: u64,
+/// The next piece of data of `body`, `None` at its end.
+pub(crate) async fn next_data(
+    body: &mut Incoming,
     idle_timeout: Duration,
-    to: &tokio::sync::mpsc::Sender<Piece>,
-) -> Result<Forwarded, RequestError> {
-    if body.size_hint().lower() > limit {
-        return Err(RequestError::BodyTooLarge { limit });
-    }
-    let mut total = 0u64;
+) -> Result<Option<Bytes>, RequestError> {
     loop {
         let frame = match tokio::time::timeout(idle_timeout, body.frame()).await {
             Err(_) => {
@@ -39,23 +23,19 @@ pub async fn forward(
                     secs: idle_timeout.as_secs(),
                 });
             }
-            Ok(None) => return Ok(Forwarded::Complete(total)),
+            Ok(None) => return Ok(None),
             Ok(Some(Err(e))) => return Err(RequestError::BodyRead(with_cause(&e))),
             Ok(Some(Ok(frame))) => frame,
         };
+        // Trailers carry no data: read on.
         if let Ok(data) = frame.into_data() {
-            total += data.len() as u64;
-            if total > limit {
-                return Err(RequestError::BodyTooLarge { limit });
-            }
-            if to.send(Piece::Data(data)).await.is_err() {
-                return Ok(Forwarded::ReceiverGone);
-            }
+            return Ok(Some(data));
         }
     }
 }
 
-pub async fn read_limited(
+/// The whole body, at most `limit` bytes.
+pub(crate) async fn read_limited(
     mut body: Incoming,
     limit: u64,
     idle_timeout: Duration,
@@ -66,26 +46,26 @@ pub async fn read_limited(
         return Err(too_large()); // Content-Length says so: do not read it at all.
     }
     let capacity = hint.exact().unwrap_or(0).min(limit);
-    let mut buf = BytesMut::with_capacity(usize::try_from(capacity).unwrap_or(0));
-    loop {
-        let frame = match tokio::time::timeout(idle_timeout, body.frame()).await {
-            Err(_) => {
-                return Err(RequestError::BodyTimeout {
-                    secs: idle_timeout.as_secs(),
-                });
+    let capacity = usize::try_from(capacity).unwrap_or(0);
+    let mut buf = BytesMut::new();
+    let mut first: Option<Bytes> = None;
+    while let Some(data) = next_data(&mut body, idle_timeout).await? {
+        if (buf.len() + data.len()) as u64 + first.as_ref().map_or(0, |f| f.len() as u64) > limit {
+            return Err(too_large());
+        }
+        // A body in one frame (the usual case over the local socket) is kept
+        // as hyper handed it over, without a copy.
+        match first.take() {
+            None if buf.is_empty() => first = Some(data),
+            None => buf.extend_from_slice(&data),
+            Some(f) => {
+                buf.reserve(capacity.max(f.len() + data.len()));
+                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&data);
             }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(RequestError::BodyRead(with_cause(&e))),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        if let Ok(data) = frame.into_data() {
-            if (buf.len() + data.len()) as u64 > limit {
-                return Err(too_large());
-            }
-            buf.extend_from_slice(&data);
         }
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// hyper's message plus its cause: "error reading a body from connection:

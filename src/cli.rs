@@ -2,8 +2,16 @@
 //! and loads it through [`crate::config::Config::load`].
 
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::{listener, logging, server, systemd};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -11,31 +19,33 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Receives and archives OTT netDL logger transmissions"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the service on the configured Unix socket.
     Serve(ConfigArg),
     /// Load and validate the configuration, print the effective values.
     CheckConfig(ConfigArg),
     /// Queue command or query documents for stations, and follow them up.
     Commands(CommandsArgs),
+    /// Rebuild the catalog (state_dir/catalog.sqlite3) from the archive alone.
+    Reindex(ConfigArg),
 }
 
 #[derive(Debug, Args)]
-pub struct CommandsArgs {
+pub(crate) struct CommandsArgs {
     #[command(flatten)]
-    pub config: ConfigArg,
+    pub(crate) config: ConfigArg,
     #[command(subcommand)]
-    pub action: CommandsAction,
+    pub(crate) action: CommandsAction,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum CommandsAction {
+pub(crate) enum CommandsAction {
     /// Queue FILE (a CommandList or QueryList) for STATION's next requestcommand.
     Add { station: String, file: PathBuf },
     /// Show pending, sent and cancelled documents with their acknowledgements.
@@ -47,10 +57,98 @@ pub enum CommandsAction {
 }
 
 #[derive(Debug, Args)]
-pub struct ConfigArg {
+pub(crate) struct ConfigArg {
     /// TOML configuration file; `DLSRV_*` environment variables override it.
     #[arg(long, short, env = "DLSRV_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
+}
+
+/// The `dlsrv` binary: parses the command line and runs the subcommand.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(arg) => Config::load(arg.config.as_deref()).and_then(serve),
+        Command::CheckConfig(arg) => Config::load(arg.config.as_deref()).and_then(check_config),
+        Command::Commands(args) => Config::load(args.config.config.as_deref())
+            .and_then(|config| crate::admin::run(&config, &args.action))
+            .map(|output| print!("{output}")),
+        Command::Reindex(arg) => Config::load(arg.config.as_deref()).and_then(reindex),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("dlsrv: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(config: Config) -> anyhow::Result<()> {
+    print!("{}", config.to_toml()?);
+    eprintln!("dlsrv: configuration is valid");
+    Ok(())
+}
+
+fn reindex(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
+    let catalog = crate::layout::catalog_path(&config.state_dir);
+    let summary = crate::indexer::reindex(
+        &config.data_dir,
+        &config.temp_suffix,
+        &catalog,
+        &crate::actions::Action::archived(),
+    )?;
+    eprintln!(
+        "dlsrv: reindexed {} from {}: {summary}",
+        catalog.display(),
+        config.data_dir.display()
+    );
+    Ok(())
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    logging::init(&config.log_level)?;
+    // Opening the archive touches the disk: done before the runtime exists.
+    let state = Arc::new(AppState::new(config)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(state.config.blocking_threads)
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let (socket, socket_file) = listener::listen(&state.config)?;
+        let path = socket_file.as_ref().map(|f| f.path().display().to_string());
+        tracing::info!(
+            socket = path.as_deref().unwrap_or("inherited from systemd"),
+            data_dir = %state.data_dir().display(),
+            state_dir = %state.state_dir().display(),
+            version = env!("CARGO_PKG_VERSION"),
+            "dlsrv ready"
+        );
+        systemd::notify_or_log("READY=1");
+        // Filling the catalog from the archive can take long on an upgrade: after READY.
+        state.catch_up_in_background();
+        if let Some(interval) = systemd::watchdog_interval() {
+            tokio::spawn(systemd::watchdog(interval));
+        }
+        let shutdown = async move {
+            tokio::select! {
+                _ = sigterm.recv() => tracing::info!("SIGTERM received"),
+                _ = sigint.recv() => tracing::info!("SIGINT received"),
+            }
+            systemd::notify_or_log("STOPPING=1");
+        };
+        server::run(socket, shutdown, state.clone()).await;
+        drop(socket_file);
+        // The catalog rows of the last requests, before the process ends.
+        state.flush_catalog();
+        tracing::info!("dlsrv stopped");
+        Ok(())
+    })
 }
 
 #[cfg(test)]

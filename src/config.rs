@@ -34,8 +34,11 @@ pub struct Config {
     pub socket_group: Option<String>,
     /// Length of the kernel's queue of not yet accepted connections.
     pub listen_backlog: u32,
-    /// Root of the archive.
+    /// Root of the archive: nothing but archived bodies.
     pub data_dir: PathBuf,
+    /// The service's own state: the catalog, the command queue, rejected
+    /// bodies. Never equal to or inside `data_dir` (nor the reverse).
+    pub state_dir: PathBuf,
     /// Largest accepted body of an XML action, in bytes (before and after decoding).
     pub max_body_bytes: u64,
     /// Largest accepted body of `sendconfiguration`/`sendfirmware`, in bytes.
@@ -78,6 +81,7 @@ impl Default for Config {
             socket_group: None,
             listen_backlog: 1024,
             data_dir: PathBuf::from("./data"),
+            state_dir: PathBuf::from("./state"),
             max_body_bytes: 16 * 1024 * 1024,
             max_upload_bytes: 64 * 1024 * 1024,
             duplicate_window_days: 7,
@@ -159,6 +163,30 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             bail!("data_dir: must not be empty");
         }
+        if self.state_dir.as_os_str().is_empty() {
+            bail!("state_dir: must not be empty");
+        }
+        let (data, state) = (resolved(&self.data_dir)?, resolved(&self.state_dir)?);
+        if data == state {
+            bail!(
+                "state_dir: {} is data_dir; the service's state must live outside the archive",
+                self.state_dir.display()
+            );
+        }
+        if state.starts_with(&data) {
+            bail!(
+                "state_dir: {} is inside data_dir {}; the service's state must live outside the archive",
+                self.state_dir.display(),
+                self.data_dir.display()
+            );
+        }
+        if data.starts_with(&state) {
+            bail!(
+                "state_dir: data_dir {} is inside state_dir {}; keep the two apart",
+                self.data_dir.display(),
+                self.state_dir.display()
+            );
+        }
         if self.max_body_bytes == 0 {
             bail!("max_body_bytes: must be at least 1");
         }
@@ -223,11 +251,6 @@ impl Config {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 
-    /// The larger of the two body limits: what may arrive on the wire at all.
-    pub fn max_request_bytes(&self) -> u64 {
-        self.max_body_bytes.max(self.max_upload_bytes)
-    }
-
     pub fn stale_temp_age(&self) -> Duration {
         Duration::from_secs(self.stale_temp_age_secs)
     }
@@ -242,6 +265,37 @@ pub enum Durability {
     /// Group commit: `syncfs` of the archive's file system, shared by all
     /// files written meanwhile, before and after the renames.
     Group,
+}
+
+/// `path` made absolute and free of `.`/`..`, with the part that exists
+/// resolved through its symbolic links: two spellings of one directory
+/// compare equal.
+fn resolved(path: &Path) -> anyhow::Result<PathBuf> {
+    let absolute =
+        std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+    let mut existing = absolute.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (
+            existing.file_name().map(std::ffi::OsStr::to_owned),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut out = std::fs::canonicalize(&existing).unwrap_or(existing);
+    for name in rest.into_iter().rev() {
+        if name == ".." {
+            out.pop();
+        } else if name != "." {
+            out.push(name);
+        }
+    }
+    Ok(out)
 }
 
 /// Resolves a group name or numeric id to a gid.
@@ -306,6 +360,7 @@ mod tests {
             let c = Config::load(None).expect("defaults load");
             assert_eq!(c.socket, PathBuf::from("./dlsrv.sock"));
             assert_eq!(c.data_dir, PathBuf::from("./data"));
+            assert_eq!(c.state_dir, PathBuf::from("./state"));
             assert_eq!(c.socket_mode, FileMode(0o660));
             assert_eq!(c.max_body_bytes, 16 * 1024 * 1024);
             assert_eq!(c.temp_suffix, ".tmp");
@@ -387,6 +442,17 @@ mod tests {
             load_err("header_read_timeout_secs = 0\n", &[]).contains("header_read_timeout_secs")
         );
         assert!(load_err("socket_group = \"no-such-group-xyz\"\n", &[]).contains("socket_group"));
+        assert!(load_err("state_dir = \"./data\"\n", &[]).contains("state_dir"));
+        assert!(load_err("state_dir = \"./data/state\"\n", &[]).contains("inside data_dir"));
+        assert!(load_err("state_dir = \"data/../data/x\"\n", &[]).contains("inside data_dir"));
+        assert!(
+            load_err(
+                "data_dir = \"/srv/x/archive\"\nstate_dir = \"/srv/x\"\n",
+                &[]
+            )
+            .contains("inside state_dir")
+        );
+        assert!(load_err("", &[("DLSRV_STATE_DIR", "./data/")]).contains("state_dir"));
         let long = format!("socket = \"/{}\"\n", "s".repeat(120));
         assert!(load_err(&long, &[]).contains("socket"));
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::error::RequestError;
 
 /// Maps a URL path (`/fw/netdl-2.1.bin`) to a regular file below `root`.
-pub fn resolve(root: &Path, url_path: &str) -> Result<PathBuf, RequestError> {
+pub(crate) fn resolve(root: &Path, url_path: &str) -> Result<PathBuf, RequestError> {
     let decoded = path_decode(url_path)?;
     // A trailing slash names a directory, which is never served.
     if decoded.ends_with('/') {
@@ -35,10 +35,12 @@ pub fn resolve(root: &Path, url_path: &str) -> Result<PathBuf, RequestError> {
     Ok(file)
 }
 
-/// Percent-decoding for a path: `+` stays a `+`; the result must be UTF-8.
+/// Percent-decoding for a path (`percent-encoding`): `+` stays a `+`, a
+/// `%` not followed by two hex digits stays a `%`; the result must be UTF-8.
 fn path_decode(path: &str) -> Result<String, RequestError> {
-    let bytes = crate::request::percent_decode(&path.replace('+', "%2B"))?;
-    String::from_utf8(bytes)
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
         .map_err(|_| RequestError::BadQuery("download path is not UTF-8".into()))
 }
 

@@ -10,7 +10,7 @@ use hyper::StatusCode;
 
 /// Everything that can stop a request short of a 200.
 #[derive(Debug, thiserror::Error)]
-pub enum RequestError {
+pub(crate) enum RequestError {
     #[error("no such resource")]
     NotFound,
     #[error("method not allowed, use {allow}")]
@@ -36,15 +36,16 @@ pub enum RequestError {
     #[error("body could not be read: {0}")]
     BodyRead(String),
     #[error("could not store the transmission, retry later")]
-    Store {
-        #[source]
-        source: io::Error,
-        retry_after_secs: u64,
-    },
+    Store(#[source] io::Error),
 }
 
 impl RequestError {
-    pub fn status(&self) -> StatusCode {
+    /// A failure to store (or to touch the queue): 503, the client retries.
+    pub(crate) fn store(source: io::Error) -> RequestError {
+        RequestError::Store(source)
+    }
+
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             RequestError::NotFound => StatusCode::NOT_FOUND,
             RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -58,17 +59,16 @@ impl RequestError {
             RequestError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            RequestError::Store { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
-    /// Extra headers the status needs (`Allow`, `Retry-After`, `Connection`).
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
+    /// Extra headers the status needs (`Allow`, `Retry-After`, `Connection`);
+    /// `retry_after_secs` is the configured `Retry-After` of a 503.
+    pub(crate) fn headers(&self, retry_after_secs: u64) -> Vec<(&'static str, String)> {
         match self {
             RequestError::MethodNotAllowed { allow } => vec![("allow", (*allow).to_owned())],
-            RequestError::Store {
-                retry_after_secs, ..
-            } => vec![("retry-after", retry_after_secs.to_string())],
+            RequestError::Store(_) => vec![("retry-after", retry_after_secs.to_string())],
             // The rest of the body was never read: the connection cannot be reused.
             RequestError::BodyTooLarge { .. }
             | RequestError::BodyTimeout { .. }
@@ -77,9 +77,12 @@ impl RequestError {
         }
     }
 
-    /// True when the fault is ours (logged at error), false for a client's.
-    pub fn is_server_fault(&self) -> bool {
-        self.status().is_server_error()
+    /// The one-line reason for the log: for a failure to store, with its cause.
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            RequestError::Store(source) => format!("{self}: {source}"),
+            _ => self.to_string(),
+        }
     }
 }
 
@@ -102,15 +105,14 @@ mod tests {
         ];
         for e in &client {
             assert!(e.status().is_client_error(), "{e:?}");
-            assert!(!e.is_server_fault());
             assert!(!e.to_string().contains('\n'), "one line: {e}");
         }
-        let store = RequestError::Store {
-            source: io::Error::other("disk full"),
-            retry_after_secs: 60,
-        };
+        let store = RequestError::store(io::Error::other("disk full"));
         assert_eq!(store.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(store.headers(), vec![("retry-after", "60".to_owned())]);
-        assert!(store.is_server_fault());
+        assert_eq!(store.headers(60), vec![("retry-after", "60".to_owned())]);
+        assert_eq!(
+            store.reason(),
+            "could not store the transmission, retry later: disk full"
+        );
     }
 }

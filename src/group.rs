@@ -16,8 +16,11 @@
 use std::fs::File;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+
+use prometheus_client::metrics::counter::Counter;
 
 #[derive(Debug, Default)]
 struct State {
@@ -45,14 +48,23 @@ struct Shared {
 
 /// The committer thread and its handle; dropped, the thread stops.
 #[derive(Debug)]
-pub struct SyncBarrier {
+pub(crate) struct SyncBarrier {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl SyncBarrier {
     /// Starts the committer for the file system holding `dir`.
-    pub fn start(dir: &Path) -> io::Result<SyncBarrier> {
+    #[cfg(test)]
+    fn start(dir: &Path) -> io::Result<SyncBarrier> {
+        Self::start_counted(dir, Counter::default())
+    }
+
+    /// Starts the committer; `counter` counts its flushes (for `/metrics`).
+    pub(crate) fn start_counted(
+        dir: &Path,
+        counter: Counter<u64, AtomicU64>,
+    ) -> io::Result<SyncBarrier> {
         let fs = File::open(dir)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -62,7 +74,7 @@ impl SyncBarrier {
         let committer = shared.clone();
         let thread = std::thread::Builder::new()
             .name("dlsrv-group-commit".into())
-            .spawn(move || run(&committer, &fs))?;
+            .spawn(move || run(&committer, &fs, &counter))?;
         Ok(SyncBarrier {
             shared,
             thread: Some(thread),
@@ -70,7 +82,7 @@ impl SyncBarrier {
     }
 
     /// Returns once a flush that started after this call has completed.
-    pub fn sync(&self) -> io::Result<()> {
+    pub(crate) fn sync(&self) -> io::Result<()> {
         let mut state = lock(&self.shared.state);
         let mine = state.started + 1;
         state.requested = state.requested.max(mine);
@@ -94,7 +106,7 @@ impl SyncBarrier {
     }
 
     /// How many flushes ran so far.
-    pub fn flushes(&self) -> u64 {
+    pub(crate) fn flushes(&self) -> u64 {
         lock(&self.shared.state).flushes
     }
 }
@@ -110,7 +122,7 @@ impl Drop for SyncBarrier {
     }
 }
 
-fn run(shared: &Shared, fs: &File) {
+fn run(shared: &Shared, fs: &File, counter: &Counter<u64, AtomicU64>) {
     let mut state = lock(&shared.state);
     loop {
         while state.requested <= state.started && !state.stop {
@@ -126,6 +138,7 @@ fn run(shared: &Shared, fs: &File) {
         state = lock(&shared.state);
         state.completed = generation;
         state.flushes += 1;
+        counter.inc();
         if let Err(e) = result {
             tracing::error!(error = %e, "syncfs failed: the waiting writes answer 503");
             state.failed = Some((generation, e.to_string()));

@@ -1,58 +1,53 @@
-//! What happens to a received body before the 200: decode its
-//! `Content-Encoding`, check the XML of the XML actions, skip an identical
-//! recent body, store it durably, record acknowledgements.
+//! The one intake pipeline of every POST action:
 //!
-//! A malformed body is answered 400 but not thrown away: it is kept under
-//! `<data_dir>/rejected/YYYY/MM/DD/<stationid>_<time>` with the reason beside
-//! it in `<same name>.reason`, so nothing that arrived is lost and nothing
-//! malformed reaches the archive that pipelines read.
+//! ```text
+//! body (whole in memory, or streamed in pieces)
+//!   → decoder (Content-Encoding, crate::decode)
+//!   → sink (hashes and counts; memory for documents, a temp file for uploads)
+//!   → per action (crate::actions): XML check of documents, or none
+//!   → duplicate check (the catalog) → durable store (the archive) → catalog row
+//!   → the action's after_store (acknowledgements)
+//! ```
 //!
-//! Binary uploads (`sendconfiguration`, `sendfirmware`) are not held in
-//! memory: [`accept_stream`] receives them piece by piece and writes them,
-//! decoded and hashed on the way, straight into their temp file.
+//! A document that is malformed (or cannot be decoded) is answered 400 and
+//! kept under `state_dir/rejected/` ([`crate::rejected`]), so nothing that
+//! arrived is lost and nothing malformed reaches the archive.
 //!
-//! Everything here blocks: it runs on tokio's blocking pool.
+//! Every step here blocks: it runs on the blocking pool, a piece at a time
+//! for streamed bodies, so no thread waits for the network.
 
-use std::cell::RefCell;
 use std::io::{self, Write};
-use std::path::PathBuf;
-use std::rc::Rc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use flate2::write::{DeflateDecoder, GzDecoder, ZlibDecoder};
 use sha2::{Digest, Sha256};
 
-use crate::archive::{Stored, TempFile};
-use crate::dedup;
-use crate::encoding::{self, Encoding};
+use crate::actions::{Action, Delivered, Kind};
+use crate::archive::Stored;
+use crate::catalog::Row;
+use crate::decode::{Decoder, Encoding};
+use crate::durable::TempFile;
 use crate::error::RequestError;
-use crate::queue::{self, AckOutcome};
-use crate::request::{Action, StationId};
+use crate::request::StationId;
 use crate::state::AppState;
-use crate::xml::{self, Ack, Summary};
-
-pub const REJECTED: &str = "rejected";
+use crate::xml;
 
 /// A body that was accepted (answered 200).
 #[derive(Debug)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     /// Where the body is: just stored, or stored earlier (a duplicate).
-    pub stored: Stored,
-    pub duplicate: bool,
+    pub(crate) stored: Stored,
+    pub(crate) duplicate: bool,
     /// The decoded size.
-    pub bytes: usize,
-    /// The decoded body, when it was held in memory (not for streamed uploads).
-    pub body: Option<Bytes>,
-    pub summary: Option<Summary>,
-    pub acks: Vec<(Ack, AckOutcome)>,
+    pub(crate) bytes: u64,
 }
 
 /// A body that was refused, and where it was kept if it was.
 #[derive(Debug)]
-pub struct Refusal {
-    pub error: RequestError,
-    pub kept: Option<PathBuf>,
+pub(crate) struct Refusal {
+    pub(crate) error: RequestError,
+    /// Relative to `state_dir`.
+    pub(crate) kept: Option<String>,
 }
 
 impl From<RequestError> for Refusal {
@@ -61,92 +56,219 @@ impl From<RequestError> for Refusal {
     }
 }
 
-pub fn accept(
+/// One body on its way through the pipeline.
+pub(crate) struct Intake {
+    action: Action,
+    station: StationId,
+    encoding: Encoding,
+    limit: u64,
+    body: Body,
+}
+
+enum Body {
+    /// Held whole and not encoded: nothing to decode or copy.
+    Whole(Bytes),
+    /// Held whole and encoded: decoded into memory at the end.
+    Encoded(Bytes),
+    /// Arriving in pieces, decoded into a temp file as it comes.
+    Streaming(Box<Decoder<Sink>>),
+}
+
+impl Intake {
+    /// A body read whole into memory (the XML actions).
+    pub(crate) fn whole(
+        state: &AppState,
+        action: Action,
+        station: StationId,
+        encoding: Encoding,
+        raw: Bytes,
+    ) -> Intake {
+        let limit = action.body_limit(&state.config);
+        let body = match encoding {
+            Encoding::Identity => Body::Whole(raw),
+            _ => Body::Encoded(raw),
+        };
+        Intake {
+            action,
+            station,
+            encoding,
+            limit,
+            body,
+        }
+    }
+
+    /// A body that arrives in pieces (the uploads): its temp file is created
+    /// now, in the day directory of `started`.
+    pub(crate) fn streamed(
+        state: &AppState,
+        action: Action,
+        station: StationId,
+        encoding: Encoding,
+        started: DateTime<Utc>,
+    ) -> Result<Intake, RequestError> {
+        let limit = action.body_limit(&state.config);
+        let temp = state
+            .archive
+            .begin(action.name(), station.as_str(), started)
+            .map_err(RequestError::store)?;
+        Ok(Intake {
+            action,
+            station,
+            encoding,
+            limit,
+            body: Body::Streaming(Box::new(Decoder::new(encoding, Sink::file(temp, limit)))),
+        })
+    }
+
+    /// Takes the next piece of a streamed body.
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<(), RequestError> {
+        match &mut self.body {
+            Body::Whole(_) | Body::Encoded(_) => Err(RequestError::store(io::Error::other(
+                "internal: a whole body fed in pieces",
+            ))),
+            Body::Streaming(decoder) => decoder
+                .write_all(data)
+                .map_err(|e| failure(e, self.encoding)),
+        }
+    }
+
+    /// The body is complete (received at `received`): check, store, record.
+    pub(crate) fn finish(
+        self,
+        state: &AppState,
+        received: DateTime<Utc>,
+    ) -> Result<Accepted, Refusal> {
+        let Intake {
+            action,
+            station,
+            encoding,
+            limit,
+            body,
+        } = self;
+        let (content, sha256, bytes) = match body {
+            Body::Whole(raw) => {
+                if raw.len() as u64 > limit {
+                    return Err(RequestError::BodyTooLarge { limit }.into());
+                }
+                let sha256 = hex::encode(Sha256::digest(&raw));
+                let len = raw.len() as u64;
+                (Content::Memory(raw), sha256, len)
+            }
+            Body::Encoded(raw) => {
+                let mut decoder = Decoder::new(encoding, Sink::memory(limit));
+                let sink = match decoder.write_all(&raw).and_then(|()| decoder.finish()) {
+                    Ok(sink) => sink,
+                    // Kept as it arrived: it could not be decoded.
+                    Err(e) => {
+                        return Err(match failure(e, encoding) {
+                            error @ RequestError::BadEncoding(_) => {
+                                reject(state, action, &station, encoding, &raw, error, received)
+                            }
+                            error => error.into(),
+                        });
+                    }
+                };
+                sink.into_content()
+            }
+            Body::Streaming(decoder) => decoder
+                .finish()
+                .map_err(|e| failure(e, encoding))?
+                .into_content(),
+        };
+        if bytes == 0 {
+            return Err(RequestError::EmptyBody.into());
+        }
+        let name = action.name();
+        match (content, &action.spec().kind) {
+            (Content::Memory(body), Kind::Document { root, after_store }) => {
+                let document = match xml::check(&body, root, &state.xml_limits) {
+                    Ok(document) => document,
+                    Err(reason) => {
+                        let error = RequestError::Malformed(reason);
+                        return Err(reject(
+                            state, action, &station, encoding, &body, error, received,
+                        ));
+                    }
+                };
+                let (stored, duplicate) =
+                    store_once(state, action, &station, sha256, bytes, received, || {
+                        state.archive.store(name, station.as_str(), received, &body)
+                    })?;
+                after_store(&Delivered {
+                    state,
+                    station: &station,
+                    document: &document,
+                    body: &body,
+                    received: stored.received,
+                    duplicate,
+                })
+                .map_err(RequestError::store)?;
+                Ok(Accepted {
+                    stored,
+                    duplicate,
+                    bytes,
+                })
+            }
+            (Content::Memory(body), _) => {
+                let (stored, duplicate) =
+                    store_once(state, action, &station, sha256, bytes, received, || {
+                        state.archive.store(name, station.as_str(), received, &body)
+                    })?;
+                Ok(Accepted {
+                    stored,
+                    duplicate,
+                    bytes,
+                })
+            }
+            (Content::File(temp), _) => {
+                // A duplicate drops the temp file: nothing is stored twice.
+                let (stored, duplicate) =
+                    store_once(state, action, &station, sha256, bytes, received, || {
+                        state.archive.commit(temp, name, station.as_str(), received)
+                    })?;
+                Ok(Accepted {
+                    stored,
+                    duplicate,
+                    bytes,
+                })
+            }
+        }
+    }
+}
+
+/// The decoded body, ready to store.
+enum Content {
+    Memory(Bytes),
+    File(TempFile),
+}
+
+/// Answers an identical recent body with its earlier copy; stores anything
+/// else durably and queues its catalog row.
+fn store_once(
     state: &AppState,
     action: Action,
     station: &StationId,
-    encoding: Encoding,
-    raw: Bytes,
+    sha256: String,
+    bytes: u64,
     received: DateTime<Utc>,
-) -> Result<Accepted, Refusal> {
-    let config = &state.config;
-    let limit = if action.is_upload() {
-        config.max_upload_bytes
-    } else {
-        config.max_body_bytes
-    };
-    let body = match encoding::decode(encoding, raw.clone(), limit) {
-        Ok(body) => body,
-        Err(error @ RequestError::BadEncoding(_)) => {
-            // Kept as it arrived: it could not be decoded.
-            return Err(reject(
-                state, action, station, encoding, &raw, error, received,
-            ));
-        }
-        Err(error) => return Err(error.into()),
-    };
-    if body.is_empty() {
-        return Err(RequestError::EmptyBody.into());
+    store: impl FnOnce() -> io::Result<Stored>,
+) -> Result<(Stored, bool), Refusal> {
+    if let Some(earlier) = state.find_duplicate(action, station.as_str(), &sha256, received) {
+        return Ok((earlier, true));
     }
-    let summary = match action.expected_root() {
-        None => None,
-        Some(root) => match xml::check(&body, root) {
-            Ok(summary) => Some(summary),
-            Err(reason) => {
-                let error = RequestError::Malformed(reason);
-                return Err(reject(
-                    state, action, station, encoding, &body, error, received,
-                ));
-            }
-        },
-    };
-
-    let hash = dedup::hash(&body);
-    let (stored, duplicate) = match state.duplicates.find(
-        &state.archive,
-        action.name(),
-        station.as_str(),
-        &hash,
-        received,
-    ) {
-        Some(earlier) => (earlier, true),
-        None => {
-            let stored = state
-                .archive
-                .store(action.name(), station.as_str(), received, &body)
-                .map_err(|source| RequestError::Store {
-                    source,
-                    retry_after_secs: config.retry_after_secs,
-                })?;
-            mark(state, action, station, &hash, &stored, received);
-            (stored, false)
-        }
-    };
-
-    let mut acks = Vec::new();
-    if let (Action::Acknowledge, Some(summary), false) = (action, &summary, duplicate) {
-        let outcomes =
-            queue::record_acks(&state.archive, station.as_str(), &summary.acks, received).map_err(
-                |source| RequestError::Store {
-                    source,
-                    retry_after_secs: config.retry_after_secs,
-                },
-            )?;
-        acks = summary.acks.iter().cloned().zip(outcomes).collect();
-    }
-    Ok(Accepted {
-        stored,
-        duplicate,
-        bytes: body.len(),
-        body: Some(body),
-        summary,
-        acks,
-    })
+    let stored = store().map_err(RequestError::store)?;
+    state.catalog.record(Row {
+        station_id: station.as_str().to_owned(),
+        action: action.name().to_owned(),
+        received: stored.received,
+        path: stored.relative.clone(),
+        bytes,
+        sha256,
+    });
+    Ok((stored, false))
 }
 
-/// Keeps a refused body under `rejected/` with its reason beside it. The
-/// answer stays a 400 even if keeping fails (that is logged): the logger
-/// keeps its data on anything but a 200.
+/// Keeps a refused body; the answer stays the refusal either way.
 fn reject(
     state: &AppState,
     action: Action,
@@ -156,225 +278,99 @@ fn reject(
     error: RequestError,
     received: DateTime<Utc>,
 ) -> Refusal {
-    let hash = dedup::hash(body);
-    // A logger resends a refused body on every cycle: keep it once.
-    if let Some(earlier) =
-        state
-            .duplicates
-            .find(&state.archive, REJECTED, station.as_str(), &hash, received)
+    let kept = crate::rejected::keep(state, action, station, encoding, body, &error, received);
+    Refusal { error, kept }
+}
+
+/// Why a write into the decoder failed: the sink's own reason, else bad data.
+fn failure(e: io::Error, encoding: Encoding) -> RequestError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<SinkFailure>())
     {
-        return Refusal {
-            error,
-            kept: Some(earlier.path),
-        };
-    }
-    let kept = state
-        .archive
-        .store(REJECTED, station.as_str(), received, body)
-        .and_then(|stored| {
-            let reason = format!(
-                "action: {}\nstation: {station}\nreceived: {}\ncontent-encoding: {}\nreason: {error}\n",
-                action.name(),
-                crate::response::iso_time(received),
-                encoding.name(),
-            );
-            let dir = stored.path.parent().unwrap_or(state.archive.root());
-            let relative = dir.strip_prefix(state.archive.root()).unwrap_or(dir);
-            let name = format!("{}.reason", stored.path.file_name().unwrap_or_default().to_string_lossy());
-            state.archive.create_durable(relative, &name, reason.as_bytes())?;
-            let _ = state.duplicates.record(&state.archive, REJECTED, station.as_str(), &hash, &stored, received);
-            Ok(stored.path)
-        });
-    match kept {
-        Ok(path) => Refusal {
-            error,
-            kept: Some(path),
-        },
-        Err(e) => {
-            tracing::error!(station_id = station.as_str(), error = %e, "cannot keep a rejected body");
-            Refusal { error, kept: None }
+        Some(SinkFailure::TooLarge(limit)) => RequestError::BodyTooLarge { limit: *limit },
+        Some(SinkFailure::Disk(message)) => {
+            RequestError::store(io::Error::new(e.kind(), message.clone()))
         }
-    }
-}
-
-/// One piece of a streamed body, from the connection to [`accept_stream`].
-#[derive(Debug)]
-pub enum Piece {
-    Data(Bytes),
-    /// The body is complete; the receipt time.
-    End(DateTime<Utc>),
-}
-
-/// Like [`accept`], for a binary upload arriving in pieces: decoded, hashed
-/// and written to its temp file as it comes, so memory does not grow with
-/// the body. A channel closed before `End` means the request was abandoned:
-/// the temp file is removed.
-pub fn accept_stream(
-    state: &AppState,
-    action: Action,
-    station: &StationId,
-    encoding: Encoding,
-    pieces: &mut tokio::sync::mpsc::Receiver<Piece>,
-    started: DateTime<Utc>,
-) -> Result<Accepted, Refusal> {
-    let config = &state.config;
-    let store_error = |source| RequestError::Store {
-        source,
-        retry_after_secs: config.retry_after_secs,
-    };
-    let temp = state
-        .archive
-        .begin(action.name(), station.as_str(), started)
-        .map_err(store_error)?;
-    let failure = Rc::new(RefCell::new(None));
-    let mut writer = Some(Hashing {
-        temp,
-        hasher: Sha256::new(),
-        written: 0,
-        limit: config.max_upload_bytes,
-        failure: failure.clone(),
-    });
-    let mut sink: Option<Sink> = None;
-    let mut head = Vec::new(); // the first bytes, until deflate's wrapping is known
-    let fail = |e: io::Error| -> Refusal {
-        match failure.borrow_mut().take() {
-            Some(Failure::TooLarge) => RequestError::BodyTooLarge {
-                limit: config.max_upload_bytes,
-            },
-            Some(Failure::Disk(source)) => store_error(source),
-            None => RequestError::BadEncoding(format!(
-                "body is not valid {} data: {e}",
-                encoding.name()
-            )),
-        }
-        .into()
-    };
-    let received = loop {
-        match pieces.blocking_recv() {
-            Some(Piece::Data(data)) => match &mut sink {
-                Some(sink) => sink.write_all(&data).map_err(fail)?,
-                None => {
-                    head.extend_from_slice(&data);
-                    if encoding != Encoding::Deflate || head.len() >= 2 {
-                        let mut started_sink =
-                            Sink::new(encoding, &head, writer.take().ok_or_else(lost)?);
-                        started_sink
-                            .write_all(&std::mem::take(&mut head))
-                            .map_err(fail)?;
-                        sink = Some(started_sink);
-                    }
-                }
-            },
-            Some(Piece::End(at)) => break at,
-            None => {
-                return Err(
-                    RequestError::BodyRead("the request ended before its body".into()).into(),
-                );
-            }
-        }
-    };
-    let sink = match sink {
-        Some(sink) => sink,
         None => {
-            let mut short = Sink::new(encoding, &head, writer.take().ok_or_else(lost)?);
-            short.write_all(&head).map_err(fail)?;
-            short
+            RequestError::BadEncoding(format!("body is not valid {} data: {e}", encoding.name()))
         }
-    };
-    let written = sink.finish().map_err(fail)?;
-    if written.written == 0 {
-        return Err(RequestError::EmptyBody.into());
-    }
-    let bytes = usize::try_from(written.written).unwrap_or(usize::MAX);
-    let hash = dedup::hex(&written.hasher.finalize());
-    if let Some(earlier) = state.duplicates.find(
-        &state.archive,
-        action.name(),
-        station.as_str(),
-        &hash,
-        received,
-    ) {
-        return Ok(Accepted {
-            stored: earlier,
-            duplicate: true,
-            bytes,
-            body: None,
-            summary: None,
-            acks: Vec::new(),
-        });
-    }
-    let stored = state
-        .archive
-        .commit(written.temp, action.name(), station.as_str(), received)
-        .map_err(store_error)?;
-    mark(state, action, station, &hash, &stored, received);
-    Ok(Accepted {
-        stored,
-        duplicate: false,
-        bytes,
-        body: None,
-        summary: None,
-        acks: Vec::new(),
-    })
-}
-
-/// Records the duplicate marker of a stored body. The body is durable
-/// already: a marker that cannot be written costs a second copy of a
-/// resend, so it is logged, not fatal.
-fn mark(
-    state: &AppState,
-    action: Action,
-    station: &StationId,
-    hash: &str,
-    stored: &Stored,
-    received: DateTime<Utc>,
-) {
-    let result = state.duplicates.record(
-        &state.archive,
-        action.name(),
-        station.as_str(),
-        hash,
-        stored,
-        received,
-    );
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "cannot write a duplicate marker");
     }
 }
 
-fn lost() -> Refusal {
-    RequestError::BodyRead("internal: upload writer lost".into()).into()
+/// Where decoded bytes go.
+enum Target {
+    Memory(Vec<u8>),
+    File(TempFile),
 }
 
-/// Why writing a streamed body stopped, recorded where the decoder cannot hide it.
-enum Failure {
-    TooLarge,
-    Disk(io::Error),
+/// Why the sink refused bytes; travels inside the `io::Error` through the
+/// decoder, so it is never mistaken for bad encoded data.
+#[derive(Debug)]
+enum SinkFailure {
+    TooLarge(u64),
+    Disk(String),
 }
 
-/// Counts, hashes and writes the decoded body into its temp file.
-struct Hashing {
-    temp: TempFile,
+impl std::fmt::Display for SinkFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkFailure::TooLarge(limit) => write!(f, "body larger than {limit} bytes"),
+            SinkFailure::Disk(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for SinkFailure {}
+
+/// Counts, hashes and keeps the decoded body, within the limit.
+struct Sink {
+    target: Target,
     hasher: Sha256,
     written: u64,
     limit: u64,
-    failure: Rc<RefCell<Option<Failure>>>,
 }
 
-impl Write for Hashing {
+impl Sink {
+    fn memory(limit: u64) -> Sink {
+        Sink::new(Target::Memory(Vec::new()), limit)
+    }
+
+    fn file(temp: TempFile, limit: u64) -> Sink {
+        Sink::new(Target::File(temp), limit)
+    }
+
+    fn new(target: Target, limit: u64) -> Sink {
+        Sink {
+            target,
+            hasher: Sha256::new(),
+            written: 0,
+            limit,
+        }
+    }
+
+    fn into_content(self) -> (Content, String, u64) {
+        let content = match self.target {
+            Target::Memory(buf) => Content::Memory(Bytes::from(buf)),
+            Target::File(temp) => Content::File(temp),
+        };
+        (content, hex::encode(self.hasher.finalize()), self.written)
+    }
+}
+
+impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.written + buf.len() as u64 > self.limit {
-            *self.failure.borrow_mut() = Some(Failure::TooLarge);
             return Err(io::Error::new(
                 io::ErrorKind::FileTooLarge,
-                "body over the limit",
+                SinkFailure::TooLarge(self.limit),
             ));
         }
-        if let Err(e) = self.temp.write_all(buf) {
-            let kind = e.kind();
-            let message = e.to_string();
-            *self.failure.borrow_mut() = Some(Failure::Disk(e));
-            return Err(io::Error::new(kind, message));
+        match &mut self.target {
+            Target::Memory(v) => v.extend_from_slice(buf),
+            Target::File(temp) => temp
+                .write_all(buf)
+                .map_err(|e| io::Error::new(e.kind(), SinkFailure::Disk(e.to_string())))?,
         }
         self.hasher.update(buf);
         self.written += buf.len() as u64;
@@ -386,41 +382,12 @@ impl Write for Hashing {
     }
 }
 
-/// The body's `Content-Encoding`, undone on the way to the file.
-enum Sink {
-    Plain(Hashing),
-    Zlib(ZlibDecoder<Hashing>),
-    Raw(DeflateDecoder<Hashing>),
-    Gzip(GzDecoder<Hashing>),
-}
-
-impl Sink {
-    fn new(encoding: Encoding, head: &[u8], writer: Hashing) -> Sink {
-        match encoding {
-            Encoding::Identity => Sink::Plain(writer),
-            Encoding::Gzip => Sink::Gzip(GzDecoder::new(writer)),
-            Encoding::Deflate if encoding::looks_like_zlib(head) => {
-                Sink::Zlib(ZlibDecoder::new(writer))
-            }
-            Encoding::Deflate => Sink::Raw(DeflateDecoder::new(writer)),
-        }
-    }
-
-    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        match self {
-            Sink::Plain(w) => w.write_all(data),
-            Sink::Zlib(w) => w.write_all(data),
-            Sink::Raw(w) => w.write_all(data),
-            Sink::Gzip(w) => w.write_all(data),
-        }
-    }
-
-    fn finish(self) -> io::Result<Hashing> {
-        match self {
-            Sink::Plain(w) => Ok(w),
-            Sink::Zlib(w) => w.finish(),
-            Sink::Raw(w) => w.finish(),
-            Sink::Gzip(w) => w.finish(),
-        }
+impl std::fmt::Debug for Intake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intake")
+            .field("action", &self.action)
+            .field("station", &self.station)
+            .field("encoding", &self.encoding)
+            .finish_non_exhaustive()
     }
 }

@@ -1,53 +1,65 @@
 //! dlsrv receives the HTTP transmissions of OTT netDL data loggers, proxied
 //! by NGINX over a Unix socket, and archives each body durably.
 //!
-//! Map of the crate:
-//! - [`cli`]: the command line (`serve`, `check-config`, `commands`).
-//! - [`admin`]: `dlsrv commands …`, the operators' side of the command queue.
+//! Map of the crate (the path of one transmission is in docs/architecture.md):
+//! - [`cli`]: the command line (`serve`, `check-config`, `commands`, `reindex`).
 //! - [`config`]: figment configuration (TOML, then `DLSRV_*`), validation.
-//! - [`listener`]: binding the Unix socket safely; removing it on shutdown.
+//! - [`listener`]: the socket systemd passes, or binding our own safely.
 //! - [`server`]: the accept loop and graceful drain ([`server::run`]).
-//! - [`routes`]: routing and the OTT endpoint.
-//! - [`reqlog`]: the one log event of each request.
-//! - [`request`]: the query string: `stationid` and `action`, validated.
-//! - [`body`]: reading a body within size and time limits.
-//! - [`encoding`]: decoding `Content-Encoding: deflate`/`gzip`, bounded.
-//! - [`xml`]: well-formedness, root element, `stationId`, `Ack`s.
-//! - [`intake`]: decode → validate → duplicate check → store, or keep as rejected.
-//! - [`dedup`]: duplicate markers per station, action and SHA-256.
-//! - [`queue`]: the command queue: pending → sent → acknowledged.
-//! - [`downloads`]: files for `getconfiguration`/`getfirmware`, confined to one directory.
-//! - [`archive`]: naming and the atomic, durable write.
-//! - [`cleanup`]: temp files left by a crash, removed at start.
-//! - [`group`]: group commit, shared `syncfs` flushes.
-//! - [`metrics`]: `GET /metrics`, the Prometheus text format.
-//! - [`response`]: the OTT Response document and plain-text answers.
-//! - [`error`]: request failures and their status codes.
+//! - `routes`: routing; every POST into `intake`, the GETs to their action.
+//! - `reqlog`: one span and one outcome event per request.
+//! - `request`: the query string: `stationid` and `action`, validated.
+//! - `actions`: what each action of the protocol does, one file each.
+//! - `body`: reading a body from hyper within size and time limits.
+//! - `intake`: the one pipeline of every POST: decode → check → dedup → store → catalog.
+//! - `decode`: the one `Content-Encoding` decoder (deflate, gzip), bounded.
+//! - `xml`: well-formedness, root element, `stationId`s, `Ack`s, in one pass.
+//! - [`layout`]: every path and time format; the read-only archive reader.
+//! - `durable`: the one durable write (temp → fsync → rename → fsync dir).
+//! - `archive`: archive names, collisions, on top of `durable`.
+//! - `group`: group commit, shared `syncfs` flushes.
+//! - `catalog`: the SQLite catalog in `state_dir`: one row per archived body.
+//! - `indexer`: filling the catalog from the archive (start-up catch-up, `reindex`).
+//! - `rejected`: refused bodies kept in `state_dir` with their reasons.
+//! - `queue`: the command queue in `state_dir`: pending → sent → acknowledged.
+//! - `admin`: `dlsrv commands …`, the operators' side of the queue.
+//! - `downloads`: files for `getconfiguration`/`getfirmware`, confined to one directory.
+//! - `migrate`: moving an older installation's state out of `data_dir`.
+//! - `cleanup`: temp files left by a crash, removed at start.
+//! - `metrics`: `GET /metrics` (prometheus-client).
+//! - `response`: the OTT Response document and plain-text answers.
+//! - `error`: request failures and their status codes.
 //! - [`state`]: what all requests share.
-//! - [`logging`]: journald or stderr.
-//! - [`systemd`]: readiness and watchdog notifications.
+//! - `logging`: journald or stderr.
+//! - `systemd`: readiness and watchdog notifications.
 
-pub mod admin;
-pub mod archive;
-pub mod body;
-pub mod cleanup;
+pub(crate) mod actions;
+pub(crate) mod admin;
+pub(crate) mod archive;
+pub(crate) mod body;
+pub(crate) mod catalog;
+pub(crate) mod cleanup;
 pub mod cli;
 pub mod config;
-pub mod dedup;
-pub mod downloads;
-pub mod encoding;
-pub mod error;
-pub mod group;
-pub mod intake;
+pub(crate) mod decode;
+pub(crate) mod downloads;
+pub(crate) mod durable;
+pub(crate) mod error;
+pub(crate) mod group;
+pub(crate) mod indexer;
+pub(crate) mod intake;
+pub mod layout;
 pub mod listener;
-pub mod logging;
-pub mod metrics;
-pub mod queue;
-pub mod reqlog;
-pub mod request;
-pub mod response;
-pub mod routes;
+pub(crate) mod logging;
+pub(crate) mod metrics;
+pub(crate) mod migrate;
+pub(crate) mod queue;
+pub(crate) mod rejected;
+pub(crate) mod reqlog;
+pub(crate) mod request;
+pub(crate) mod response;
+pub(crate) mod routes;
 pub mod server;
 pub mod state;
-pub mod systemd;
-pub mod xml;
+pub(crate) mod systemd;
+pub(crate) mod xml;

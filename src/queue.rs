@@ -2,7 +2,8 @@
 //! or `QueryList`), handed out on `requestcommand`, acknowledged by the
 //! logger's `acknowledge`.
 //!
-//! Plain files under the data directory, inspectable with `ls` and `cat`:
+//! Plain files under `state_dir` (paths from [`crate::layout`]), inspectable
+//! with `ls` and `cat`:
 //!
 //! ```text
 //! commands/<station>/pending/<id>.xml         queued, oldest id first
@@ -12,7 +13,7 @@
 //! commands/<station>/cancelled/<id>.xml       cancelled before it was sent
 //! ```
 //!
-//! Every change is an atomic, durable create or move (the archive's write),
+//! Every change is an atomic, durable create or move ([`crate::durable`]),
 //! so several instances sharing the directory hand each document out once:
 //! the one whose move succeeds sends it.
 
@@ -23,19 +24,18 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 
-use crate::archive::Archive;
+use crate::durable::DurableDir;
+use crate::layout::{self, response_time as iso_time};
 use crate::request::StationId;
-use crate::response::iso_time;
 use crate::xml::{self, Ack};
 
-pub const DIR: &str = "commands";
 const PENDING: &str = "pending";
 const SENT: &str = "sent";
 const CANCELLED: &str = "cancelled";
 
 /// Where a queued document stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     Pending,
     Sent { at: Option<String> },
     Cancelled,
@@ -43,30 +43,31 @@ pub enum State {
 
 /// One queued document, as `dlsrv commands list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub station: String,
-    pub id: String,
-    pub state: State,
-    pub root: String,
-    pub ack_ids: Vec<String>,
+pub(crate) struct Entry {
+    pub(crate) station: String,
+    pub(crate) id: String,
+    pub(crate) state: State,
+    pub(crate) root: String,
+    pub(crate) ack_ids: Vec<String>,
     /// `(ackId, status, reason)` as acknowledged by the logger.
-    pub acks: Vec<(String, String, String)>,
+    pub(crate) acks: Vec<(String, String, String)>,
 }
 
 /// What became of one `Ack` of an acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AckOutcome {
-    Recorded { id: String },
+pub(crate) enum AckOutcome {
+    Recorded {
+        id: String,
+    },
+    /// Recorded before (a resent acknowledgement): left as it was.
+    Known {
+        id: String,
+    },
     UnknownAckId,
 }
 
 fn station_dir(station: &str) -> PathBuf {
-    Path::new(DIR).join(station)
-}
-
-/// Ids are the queueing time, `YYYYMMDDTHHMMSS.ffffff`: sorting is age order.
-fn new_id(t: DateTime<Utc>) -> String {
-    t.format("%Y%m%dT%H%M%S%.6f").to_string()
+    Path::new(layout::COMMANDS).join(station)
 }
 
 fn valid_id(id: &str) -> bool {
@@ -88,7 +89,7 @@ fn valid_ack_id(id: &str) -> bool {
 
 /// Checks a document can be queued for `station`: a well-formed
 /// `CommandList` or `QueryList` naming no other station, with safe ackIds.
-pub fn check_document(station: &StationId, doc: &[u8]) -> anyhow::Result<xml::Summary> {
+pub(crate) fn check_document(station: &StationId, doc: &[u8]) -> anyhow::Result<xml::Document> {
     let summary = xml::inspect(doc).map_err(|e| anyhow::anyhow!("not well-formed XML: {e}"))?;
     if summary.root != "CommandList" && summary.root != "QueryList" {
         bail!(
@@ -110,8 +111,8 @@ pub fn check_document(station: &StationId, doc: &[u8]) -> anyhow::Result<xml::Su
 }
 
 /// Queues `doc` for `station`; returns its id.
-pub fn enqueue(
-    archive: &Archive,
+pub(crate) fn enqueue(
+    store: &DurableDir,
     station: &StationId,
     doc: &[u8],
     now: DateTime<Utc>,
@@ -120,8 +121,8 @@ pub fn enqueue(
     let dir = station_dir(station.as_str()).join(PENDING);
     let mut t = now;
     loop {
-        let id = new_id(t);
-        match archive.create_durable(&dir, &format!("{id}.xml"), doc) {
+        let id = layout::command_id(t);
+        match store.create_new(&dir, &format!("{id}.xml"), doc) {
             Ok(_) => return Ok(id),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 t += chrono::Duration::microseconds(1)
@@ -133,16 +134,16 @@ pub fn enqueue(
 
 /// Hands out the oldest pending document of `station`, marking it sent at
 /// `now`. `None` when nothing is pending.
-pub fn take_next(
-    archive: &Archive,
+pub(crate) fn take_next(
+    store: &DurableDir,
     station: &str,
     now: DateTime<Utc>,
 ) -> io::Result<Option<(String, Vec<u8>)>> {
-    let pending = archive.root().join(station_dir(station)).join(PENDING);
-    let sent = archive.root().join(station_dir(station)).join(SENT);
+    let pending = store.root().join(station_dir(station)).join(PENDING);
+    let sent = store.root().join(station_dir(station)).join(SENT);
     for id in ids_in(&pending)? {
         let name = format!("{id}.xml");
-        match archive.move_durable(&pending.join(&name), &sent.join(&name)) {
+        match store.move_noreplace(&pending.join(&name), &sent.join(&name)) {
             Ok(()) => {}
             // Another instance took it (or a stale copy was requeued): next one.
             Err(e)
@@ -156,11 +157,10 @@ pub fn take_next(
             Err(e) => return Err(e),
         }
         let stamp = format!("{}\n", iso_time(now));
-        archive.replace(
+        store.replace(
             &station_dir(station).join(SENT),
             &format!("{id}.sent"),
             stamp.as_bytes(),
-            true,
         )?;
         let doc = fs::read(sent.join(&name))?;
         return Ok(Some((id, doc)));
@@ -168,14 +168,16 @@ pub fn take_next(
     Ok(None)
 }
 
-/// Records each `Ack` against the sent document carrying its `ackId`.
-pub fn record_acks(
-    archive: &Archive,
+/// Records each `Ack` against the sent document carrying its `ackId`. For
+/// a resent acknowledgement (`resent`), what is recorded already stays.
+pub(crate) fn record_acks(
+    store: &DurableDir,
     station: &str,
     acks: &[Ack],
     now: DateTime<Utc>,
+    resent: bool,
 ) -> io::Result<Vec<AckOutcome>> {
-    let sent = archive.root().join(station_dir(station)).join(SENT);
+    let sent = store.root().join(station_dir(station)).join(SENT);
     let documents: Vec<(String, Vec<String>)> = ids_in(&sent)?
         .into_iter()
         .filter_map(|id| {
@@ -194,26 +196,26 @@ pub fn record_acks(
             outcomes.push(AckOutcome::UnknownAckId);
             continue;
         };
+        let name = format!("{id}.ack-{}", ack.ack_id);
+        if resent && sent.join(&name).is_file() {
+            outcomes.push(AckOutcome::Known { id: id.clone() });
+            continue;
+        }
         let mut record = format!("{} {}\n", ack.status.to_ascii_uppercase(), iso_time(now));
         if !ack.reason.is_empty() {
             record.push_str(&ack.reason);
             record.push('\n');
         }
-        let name = format!("{id}.ack-{}", ack.ack_id);
-        archive.replace(
-            &station_dir(station).join(SENT),
-            &name,
-            record.as_bytes(),
-            true,
-        )?;
+        store.replace(&station_dir(station).join(SENT), &name, record.as_bytes())?;
         outcomes.push(AckOutcome::Recorded { id: id.clone() });
     }
     Ok(outcomes)
 }
 
 /// Every queued document, of one station or of all, oldest first.
-pub fn list(archive: &Archive, station: Option<&StationId>) -> io::Result<Vec<Entry>> {
-    let base = archive.root().join(DIR);
+/// Only reads: `state_dir` may not even exist yet.
+pub(crate) fn list(state_dir: &Path, station: Option<&StationId>) -> io::Result<Vec<Entry>> {
+    let base = state_dir.join(layout::COMMANDS);
     let stations = match station {
         Some(s) => vec![s.as_str().to_owned()],
         None => match fs::read_dir(&base) {
@@ -279,14 +281,14 @@ fn read_acks(sent: &Path, id: &str, ack_ids: &[String]) -> Vec<(String, String, 
 }
 
 /// Cancels a pending document (kept under `cancelled/`).
-pub fn cancel(archive: &Archive, station: &StationId, id: &str) -> anyhow::Result<()> {
-    let dir = archive.root().join(station_dir(station.as_str()));
+pub(crate) fn cancel(store: &DurableDir, station: &StationId, id: &str) -> anyhow::Result<()> {
+    let dir = store.root().join(station_dir(station.as_str()));
     let name = checked_name(id)?;
     if dir.join(SENT).join(&name).exists() {
         bail!("{id} was already sent; it cannot be cancelled");
     }
-    archive
-        .move_durable(
+    store
+        .move_noreplace(
             &dir.join(PENDING).join(&name),
             &dir.join(CANCELLED).join(&name),
         )
@@ -295,16 +297,16 @@ pub fn cancel(archive: &Archive, station: &StationId, id: &str) -> anyhow::Resul
 
 /// Queues a sent (or cancelled) document again, as pending under its own
 /// id, and forgets when it was sent and its acknowledgements.
-pub fn requeue(archive: &Archive, station: &StationId, id: &str) -> anyhow::Result<()> {
-    let dir = archive.root().join(station_dir(station.as_str()));
+pub(crate) fn requeue(store: &DurableDir, station: &StationId, id: &str) -> anyhow::Result<()> {
+    let dir = store.root().join(station_dir(station.as_str()));
     let name = checked_name(id)?;
     let from = [SENT, CANCELLED]
         .into_iter()
         .map(|sub| dir.join(sub).join(&name))
         .find(|p| p.exists())
         .with_context(|| format!("no sent or cancelled document {id} for station {station}"))?;
-    archive
-        .move_durable(&from, &dir.join(PENDING).join(&name))
+    store
+        .move_noreplace(&from, &dir.join(PENDING).join(&name))
         .with_context(|| format!("cannot requeue {id}"))?;
     for entry in fs::read_dir(dir.join(SENT)).into_iter().flatten().flatten() {
         let file = entry.file_name().to_string_lossy().into_owned();
@@ -361,32 +363,36 @@ mod tests {
         StationId::parse(b"0000452891").expect("valid")
     }
 
-    fn setup() -> (tempfile::TempDir, Archive) {
+    fn setup() -> (tempfile::TempDir, DurableDir) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let archive = Archive::open(dir.path(), ".tmp").expect("open");
-        (dir, archive)
+        let options = crate::durable::Options {
+            temp_suffix: ".tmp",
+            group: None,
+            follow_links: false,
+            what: "state_dir",
+        };
+        let store = DurableDir::open(dir.path(), options).expect("open");
+        (dir, store)
     }
 
     #[test]
     fn queue_hand_out_once_oldest_first_then_acknowledge() {
-        let (_d, archive) = setup();
-        let first = enqueue(&archive, &station(), CMD, t(1)).expect("queue");
+        let (_d, store) = setup();
+        let first = enqueue(&store, &station(), CMD, t(1)).expect("queue");
         let query = b"<QueryList><Query ackId=\"103\" start=\"x\"/></QueryList>";
-        let second = enqueue(&archive, &station(), query, t(1)).expect("same time, next id");
+        let second = enqueue(&store, &station(), query, t(1)).expect("same time, next id");
         assert!(first < second);
 
-        let (id, doc) = take_next(&archive, "0000452891", t(5))
+        let (id, doc) = take_next(&store, "0000452891", t(5))
             .expect("io")
             .expect("one");
         assert_eq!((id.as_str(), doc.as_slice()), (first.as_str(), CMD));
-        let (id, _) = take_next(&archive, "0000452891", t(6))
+        let (id, _) = take_next(&store, "0000452891", t(6))
             .expect("io")
             .expect("two");
         assert_eq!(id, second);
         assert!(
-            take_next(&archive, "0000452891", t(7))
-                .expect("io")
-                .is_none(),
+            take_next(&store, "0000452891", t(7)).expect("io").is_none(),
             "each once"
         );
 
@@ -407,11 +413,11 @@ mod tests {
                 reason: String::new(),
             },
         ];
-        let outcomes = record_acks(&archive, "0000452891", &acks, t(9)).expect("record");
+        let outcomes = record_acks(&store, "0000452891", &acks, t(9), false).expect("record");
         assert_eq!(outcomes[0], AckOutcome::Recorded { id: first.clone() });
         assert_eq!(outcomes[2], AckOutcome::UnknownAckId);
 
-        let entries = list(&archive, Some(&station())).expect("list");
+        let entries = list(store.root(), Some(&station())).expect("list");
         assert_eq!(entries.len(), 2);
         assert_eq!(
             entries[0].state,
@@ -431,20 +437,20 @@ mod tests {
 
     #[test]
     fn cancel_and_requeue() {
-        let (_d, archive) = setup();
-        let a = enqueue(&archive, &station(), CMD, t(1)).expect("a");
-        let b = enqueue(&archive, &station(), CMD, t(2)).expect("b");
-        cancel(&archive, &station(), &a).expect("cancel pending");
-        let (sent, _) = take_next(&archive, "0000452891", t(3))
+        let (_d, store) = setup();
+        let a = enqueue(&store, &station(), CMD, t(1)).expect("a");
+        let b = enqueue(&store, &station(), CMD, t(2)).expect("b");
+        cancel(&store, &station(), &a).expect("cancel pending");
+        let (sent, _) = take_next(&store, "0000452891", t(3))
             .expect("io")
             .expect("b is next");
         assert_eq!(sent, b);
         assert!(
-            cancel(&archive, &station(), &b).is_err(),
+            cancel(&store, &station(), &b).is_err(),
             "sent cannot be cancelled"
         );
         record_acks(
-            &archive,
+            &store,
             "0000452891",
             &[Ack {
                 ack_id: "101".into(),
@@ -452,10 +458,11 @@ mod tests {
                 reason: String::new(),
             }],
             t(4),
+            false,
         )
         .expect("ack");
-        requeue(&archive, &station(), &b).expect("requeue sent");
-        let entries = list(&archive, None).expect("list");
+        requeue(&store, &station(), &b).expect("requeue sent");
+        let entries = list(store.root(), None).expect("list");
         let states: Vec<_> = entries
             .iter()
             .map(|e| (e.id.clone(), e.state.clone(), e.acks.len()))
@@ -467,24 +474,24 @@ mod tests {
                 (b.clone(), State::Pending, 0)
             ]
         );
-        assert!(cancel(&archive, &station(), "../x").is_err());
-        assert!(requeue(&archive, &station(), "20990101T000000.000000").is_err());
+        assert!(cancel(&store, &station(), "../x").is_err());
+        assert!(requeue(&store, &station(), "20990101T000000.000000").is_err());
     }
 
     #[test]
     fn documents_are_checked_before_queueing() {
-        let (_d, archive) = setup();
+        let (_d, store) = setup();
         for (doc, why) in [
             (&b"<CommandList>"[..], "well-formed"),
             (b"<StationDataList/>", "expected <CommandList>"),
             (b"<CommandList><StationCommands stationId=\"other\"/></CommandList>", "\"other\""),
             (b"<CommandList><StationCommands><Logging ackId=\"../x\"/></StationCommands></CommandList>", "ackId"),
         ] {
-            let err = enqueue(&archive, &station(), doc, t(1)).expect_err("refused");
+            let err = enqueue(&store, &station(), doc, t(1)).expect_err("refused");
             assert!(format!("{err:#}").contains(why), "{err:#}");
         }
         assert!(
-            list(&archive, None).expect("list").is_empty(),
+            list(store.root(), None).expect("list").is_empty(),
             "nothing queued"
         );
     }

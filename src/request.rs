@@ -1,19 +1,21 @@
 //! The query string of a logger's request: `stationid` and `action`,
 //! percent-decoded and validated before anything touches the disk.
+//! The action names and what each does are in [`crate::actions`].
 
 use std::fmt;
 
+use crate::actions::Action;
 use crate::error::RequestError;
 
 /// A station id safe to use as part of a file name and in XML:
 /// 1 to 64 characters of `A-Z a-z 0-9 _ -`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct StationId(String);
+pub(crate) struct StationId(String);
 
 impl StationId {
-    pub const MAX_LEN: usize = 64;
+    pub(crate) const MAX_LEN: usize = 64;
 
-    pub fn parse(raw: &[u8]) -> Result<StationId, RequestError> {
+    pub(crate) fn parse(raw: &[u8]) -> Result<StationId, RequestError> {
         if raw.is_empty() {
             return Err(RequestError::BadStationId("empty"));
         }
@@ -32,7 +34,7 @@ impl StationId {
         Ok(StationId(String::from_utf8_lossy(raw).into_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -43,112 +45,24 @@ impl fmt::Display for StationId {
     }
 }
 
-/// What a request asks for. Its name is also the archive's top directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    SendData,
-    SendAlarm,
-    RequestCommand,
-    Acknowledge,
-    SendConfiguration,
-    SendFirmware,
-    GetConfiguration,
-    GetFirmware,
-}
-
-impl Action {
-    pub const ALL: [Action; 8] = [
-        Action::SendData,
-        Action::SendAlarm,
-        Action::RequestCommand,
-        Action::Acknowledge,
-        Action::SendConfiguration,
-        Action::SendFirmware,
-        Action::GetConfiguration,
-        Action::GetFirmware,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::SendData => "senddata",
-            Action::SendAlarm => "sendalarm",
-            Action::RequestCommand => "requestcommand",
-            Action::Acknowledge => "acknowledge",
-            Action::SendConfiguration => "sendconfiguration",
-            Action::SendFirmware => "sendfirmware",
-            Action::GetConfiguration => "getconfiguration",
-            Action::GetFirmware => "getfirmware",
-        }
-    }
-
-    pub fn parse(raw: &[u8]) -> Result<Action, RequestError> {
-        Action::ALL
-            .into_iter()
-            .find(|a| a.name().as_bytes().eq_ignore_ascii_case(raw))
-            .ok_or_else(|| RequestError::UnknownAction(String::from_utf8_lossy(raw).into_owned()))
-    }
-
-    /// The method a logger uses for this action.
-    pub fn method(self) -> hyper::Method {
-        match self {
-            Action::RequestCommand | Action::GetConfiguration | Action::GetFirmware => {
-                hyper::Method::GET
-            }
-            _ => hyper::Method::POST,
-        }
-    }
-
-    /// True for the actions whose body is archived.
-    pub fn stores_body(self) -> bool {
-        self.method() == hyper::Method::POST
-    }
-
-    /// The root element an XML action's body must have; `None` for binary uploads.
-    pub fn expected_root(self) -> Option<&'static str> {
-        match self {
-            Action::SendData => Some("StationDataList"),
-            Action::SendAlarm => Some("AlarmMessage"),
-            Action::Acknowledge => Some("Response"),
-            _ => None,
-        }
-    }
-
-    /// Binary uploads, with their own (larger) size limit.
-    pub fn is_upload(self) -> bool {
-        matches!(self, Action::SendConfiguration | Action::SendFirmware)
-    }
-
-    /// Static downloads of files the operator published.
-    pub fn is_download(self) -> bool {
-        matches!(self, Action::GetConfiguration | Action::GetFirmware)
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// The validated parameters of an `/ott` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OttQuery {
-    pub station: StationId,
-    pub action: Action,
+pub(crate) struct OttQuery {
+    pub(crate) station: StationId,
+    pub(crate) action: Action,
 }
 
 impl OttQuery {
-    /// Parses `stationid=…&action=…`. Names match case-insensitively; other
-    /// parameters are ignored; a missing or repeated one is an error.
-    pub fn parse(query: Option<&str>) -> Result<OttQuery, RequestError> {
+    /// Parses `stationid=…&action=…` (form-urlencoded, by `form_urlencoded`).
+    /// Names match case-insensitively; other parameters are ignored; a
+    /// missing or repeated one is an error.
+    pub(crate) fn parse(query: Option<&str>) -> Result<OttQuery, RequestError> {
         let mut station = None;
         let mut action = None;
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let name = percent_decode(name)?;
-            let slot = if name.eq_ignore_ascii_case(b"stationid") {
+        for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let slot = if name.eq_ignore_ascii_case("stationid") {
                 &mut station
-            } else if name.eq_ignore_ascii_case(b"action") {
+            } else if name.eq_ignore_ascii_case("action") {
                 &mut action
             } else {
                 continue;
@@ -156,53 +70,22 @@ impl OttQuery {
             if slot.is_some() {
                 return Err(RequestError::BadQuery(format!(
                     "parameter {} given more than once",
-                    String::from_utf8_lossy(&name).to_ascii_lowercase()
+                    name.to_ascii_lowercase()
                 )));
             }
-            *slot = Some(percent_decode(value)?);
+            *slot = Some(value);
         }
         let station = station.ok_or_else(|| missing("stationid"))?;
         let action = action.ok_or_else(|| missing("action"))?;
         Ok(OttQuery {
-            station: StationId::parse(&station)?,
-            action: Action::parse(&action)?,
+            station: StationId::parse(station.as_bytes())?,
+            action: Action::parse(action.as_bytes())?,
         })
     }
 }
 
 fn missing(name: &str) -> RequestError {
     RequestError::BadQuery(format!("parameter {name} is missing"))
-}
-
-/// Decodes `%XX` escapes and `+` (a space in form encoding) into raw bytes.
-pub fn percent_decode(s: &str) -> Result<Vec<u8>, RequestError> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| {
-                    let h = std::str::from_utf8(h).ok()?;
-                    u8::from_str_radix(h, 16).ok()
-                });
-                let Some(byte) = hex else {
-                    return Err(RequestError::BadQuery("invalid percent-encoding".into()));
-                };
-                out.push(byte);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -294,17 +177,24 @@ mod tests {
     }
 
     #[test]
-    fn invalid_percent_encoding() {
+    fn invalid_percent_encoding_is_refused_not_guessed() {
+        // A stray '%' stays a '%', which no station id may hold; "%+A" is
+        // no escape (the hand-written decoder read it as a newline).
         for bad in [
             "stationid=%zz&action=senddata",
             "stationid=1%&action=senddata",
-            "stationid=%4",
+            "stationid=%+A&action=senddata",
+            "stationid=%4&action=senddata",
         ] {
             assert!(
-                matches!(parse(bad), Err(RequestError::BadQuery(_))),
+                matches!(parse(bad), Err(RequestError::BadStationId(_))),
                 "{bad}"
             );
         }
+        assert!(matches!(
+            parse("stationid=%4"),
+            Err(RequestError::BadQuery(_))
+        ));
     }
 
     proptest! {

@@ -8,27 +8,22 @@ use hyper::{Response, StatusCode};
 
 use crate::error::RequestError;
 
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 const XML: &str = "application/xml; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// `2020-10-22T00:01:06.209619`: UTC, ISO 8601, six fraction digits, no offset.
-pub fn iso_time(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
-}
-
 /// The OTT Response document the old deployment sent, with `stationId`
 /// escaped and `responseDateTime` set to the receipt time of the stored file.
-pub fn ott_response_document(station_id: &str, received: DateTime<Utc>) -> String {
+pub(crate) fn ott_response_document(station_id: &str, received: DateTime<Utc>) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Response stationId=\"{}\" responseDateTime=\"{}\" />",
         quick_xml::escape::escape(station_id),
-        iso_time(received)
+        crate::layout::response_time(received)
     )
 }
 
-pub fn ott_response(station_id: &str, received: DateTime<Utc>) -> Response<Body> {
+pub(crate) fn ott_response(station_id: &str, received: DateTime<Utc>) -> Response<Body> {
     with_type(
         StatusCode::OK,
         XML,
@@ -37,17 +32,17 @@ pub fn ott_response(station_id: &str, received: DateTime<Utc>) -> Response<Body>
 }
 
 /// A queued command or query document, sent as it was queued.
-pub fn document(doc: Vec<u8>) -> Response<Body> {
+pub(crate) fn document(doc: Vec<u8>) -> Response<Body> {
     bytes_with_type(StatusCode::OK, "application/xml", Bytes::from(doc))
 }
 
 /// `requestcommand` with nothing pending: 200 and an empty body.
-pub fn empty() -> Response<Body> {
+pub(crate) fn empty() -> Response<Body> {
     Response::new(Full::new(Bytes::new()))
 }
 
 /// A published file for `getconfiguration`/`getfirmware`.
-pub fn file(content: Vec<u8>) -> Response<Body> {
+pub(crate) fn file(content: Vec<u8>) -> Response<Body> {
     bytes_with_type(
         StatusCode::OK,
         "application/octet-stream",
@@ -56,22 +51,23 @@ pub fn file(content: Vec<u8>) -> Response<Body> {
 }
 
 /// The Prometheus text exposition.
-pub fn metrics(text: String) -> Response<Body> {
+pub(crate) fn metrics(text: String) -> Response<Body> {
     with_type(
         StatusCode::OK,
-        "text/plain; version=0.0.4; charset=utf-8",
+        prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
         text,
     )
 }
 
-pub fn pong() -> Response<Body> {
+pub(crate) fn pong() -> Response<Body> {
     with_type(StatusCode::OK, TEXT, "pong\n".to_owned())
 }
 
-/// The answer to a refused request: its status, headers and one-line reason.
-pub fn error(e: &RequestError) -> Response<Body> {
+/// The answer to a refused request: its status, headers and one-line
+/// reason; a 503 says when to retry.
+pub(crate) fn error(e: &RequestError, retry_after_secs: u64) -> Response<Body> {
     let mut response = with_type(e.status(), TEXT, format!("{e}\n"));
-    for (name, value) in e.headers() {
+    for (name, value) in e.headers(retry_after_secs) {
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().insert(name, value);
         }
@@ -118,7 +114,10 @@ mod tests {
             .with_ymd_and_hms(2021, 1, 2, 3, 4, 5)
             .single()
             .expect("valid");
-        assert_eq!(iso_time(whole), "2021-01-02T03:04:05.000000");
+        assert!(
+            ott_response_document("s", whole)
+                .contains("responseDateTime=\"2021-01-02T03:04:05.000000\"")
+        );
     }
 
     #[test]
@@ -132,7 +131,7 @@ mod tests {
 
     #[test]
     fn error_carries_status_headers_and_one_line() {
-        let r = error(&RequestError::MethodNotAllowed { allow: "POST" });
+        let r = error(&RequestError::MethodNotAllowed { allow: "POST" }, 60);
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(r.headers()["allow"], "POST");
         assert_eq!(r.headers()[CONTENT_TYPE], TEXT);

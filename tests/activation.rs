@@ -34,6 +34,8 @@ fn activate(
     cmd.arg("-E")
         .arg(format!("DLSRV_DATA_DIR={}", dir.join("data").display()));
     cmd.arg("-E")
+        .arg(format!("DLSRV_STATE_DIR={}", dir.join("state").display()));
+    cmd.arg("-E")
         .arg(format!("NOTIFY_SOCKET={}", dir.join("notify").display()));
     // The configured socket path must not be bound when one is inherited.
     cmd.arg("-E").arg(format!(
@@ -129,6 +131,7 @@ fn sh_serve(dir: &std::path::Path, listen_pid: &str, fd3: &str) -> Command {
         ))
         .env("SELF", env!("CARGO_BIN_EXE_dlsrv"))
         .env("DLSRV_DATA_DIR", dir.join("data"))
+        .env("DLSRV_STATE_DIR", dir.join("state"))
         .env("DLSRV_SOCKET", dir.join("s.sock"))
         .env_remove("NOTIFY_SOCKET");
     cmd

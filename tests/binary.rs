@@ -187,7 +187,8 @@ async fn logs_one_event_per_transmission_alarms_at_error_and_refusals_at_warn() 
     for field in [
         "station_id=\"0000452891\"",
         "action=\"senddata\"",
-        "bytes=18",
+        "wire_bytes=18",
+        "stored_bytes=18",
         "path=",
         "elapsed_ms=",
         "status=200",
@@ -221,7 +222,8 @@ fn serve_refuses_a_regular_file_at_the_socket_path() {
         dlsrv()
             .arg("serve")
             .env("DLSRV_SOCKET", &socket)
-            .env("DLSRV_DATA_DIR", dir.path().join("data")),
+            .env("DLSRV_DATA_DIR", dir.path().join("data"))
+            .env("DLSRV_STATE_DIR", dir.path().join("state")),
     );
     assert!(!out.status.success());
     assert!(stderr.contains("not a socket"), "{stderr}");

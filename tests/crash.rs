@@ -53,6 +53,7 @@ impl Instance {
         cmd.arg("serve")
             .env("DLSRV_SOCKET", &socket)
             .env("DLSRV_DATA_DIR", dir.join("data"))
+            .env("DLSRV_STATE_DIR", dir.join("state"))
             .env("DLSRV_SHUTDOWN_GRACE_SECS", "5")
             .env("NOTIFY_SOCKET", &notify_path)
             .stdout(Stdio::null())
@@ -163,19 +164,18 @@ fn parse(answer: &[u8]) -> Option<(u16, Vec<u8>)> {
     Some((status, body.to_vec()))
 }
 
-/// The file a Response names: `senddata/YYYY/MM/DD/<station>_<time, ':' as '+'>`.
+/// The file a Response names (its `responseDateTime` is the file's time).
 fn named_file(data: &Path, response: &[u8]) -> PathBuf {
     let text = String::from_utf8_lossy(response);
     let start = text
         .find("responseDateTime=\"")
         .unwrap_or_else(|| panic!("no responseDateTime in {text:?}"))
         + "responseDateTime=\"".len();
-    let time = &text[start..start + 26];
-    data.join("senddata")
-        .join(&time[0..4])
-        .join(&time[5..7])
-        .join(&time[8..10])
-        .join(format!("{STATION}_{}", time.replace(':', "+")))
+    data.join(common::archived_path(
+        "senddata",
+        STATION,
+        &text[start..start + 26],
+    ))
 }
 
 fn is_temp(path: &Path) -> bool {
@@ -353,7 +353,7 @@ fn kill_9_rounds(mode: &str, env: &[(&str, &str)]) {
             None => partial.push(file),
         }
     }
-    let marker_temps = files_under(&data.join(dlsrv::dedup::DIR))
+    let state_temps = files_under(&data.with_file_name("state"))
         .into_iter()
         .filter(|f| is_temp(f))
         .count();
@@ -361,7 +361,7 @@ fn kill_9_rounds(mode: &str, env: &[(&str, &str)]) {
         "crash ({mode}): {ROUNDS} kills, requests cut in flight {}, acknowledged {}, found {found}, \
          extra complete (stored but unacknowledged) {extra}, partial {}, \
          temp files left by the kills {}, removed at restart {removed}, remaining {} \
-         (+{marker_temps} in duplicate markers)",
+         (+{state_temps} in state_dir)",
         total.cut,
         total.acked.len(),
         partial.len(),
@@ -375,8 +375,8 @@ fn kill_9_rounds(mode: &str, env: &[(&str, &str)]) {
         "temp files after the last start: {temps:?}"
     );
     assert_eq!(
-        marker_temps, 0,
-        "temp files of duplicate markers after the last start"
+        state_temps, 0,
+        "temp files in state_dir after the last start"
     );
     assert_eq!(
         removed,

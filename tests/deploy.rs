@@ -227,10 +227,7 @@ impl CurlReply {
             .find("responseDateTime=\"")
             .expect("a Response document")
             + 18;
-        let time = &self.body[start..start + 26];
-        PathBuf::from(action)
-            .join(time[..10].replace('-', "/"))
-            .join(format!("{station}_{}", time.replace(':', "+")))
+        common::archived_path(action, station, &self.body[start..start + 26])
     }
 }
 

@@ -41,7 +41,7 @@ async fn concurrent_posts_are_stored_whole_with_shared_flushes() {
             .iter()
             .all(|f| !f.to_string_lossy().ends_with(".tmp"))
     );
-    let flushes = server.state.archive.group_flushes().expect("group mode");
+    let flushes = server.state.group_flushes().expect("group mode");
     assert!(
         flushes < 128,
         "{flushes} flushes for 64 files: per-file would be 128 fsyncs"

@@ -3,8 +3,8 @@
 //! Every one must be refused with a 4xx (never a 2xx, never a 5xx), except a
 //! small documented allow-list whose connections hyper may close without an
 //! answer. The service stays up throughout, nothing is written outside the
-//! data directory, and nothing reaches the archive proper: only `rejected/`
-//! and `.duplicates/` may appear under it.
+//! data and state directories, and nothing reaches the archive: the data
+//! directory stays empty, refused bodies are kept under `state_dir/rejected/`.
 
 mod common;
 
@@ -1127,13 +1127,13 @@ fn statuses(answer: &[u8]) -> Result<Vec<u16>, String> {
 }
 
 /// Every entry below `dir` but `skip`: kind, size and mtime.
-fn snapshot(dir: &Path, skip: &Path) -> BTreeMap<PathBuf, (bool, u64, Option<SystemTime>)> {
+fn snapshot(dir: &Path, skip: &[&Path]) -> BTreeMap<PathBuf, (bool, u64, Option<SystemTime>)> {
     let mut entries = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).expect("read_dir").flatten() {
             let path = entry.path();
-            if path == skip {
+            if skip.contains(&path.as_path()) {
                 continue;
             }
             let meta = std::fs::symlink_metadata(&path).expect("metadata");
@@ -1181,7 +1181,7 @@ async fn a_corpus_of_hostile_requests_is_refused_with_4xx_and_writes_nothing_out
     for (name, _) in MAY_CLOSE_WITHOUT_ANSWER {
         assert!(names.contains(name), "allow-listed case {name:?} exists");
     }
-    let before = snapshot(root, &server.data);
+    let before = snapshot(root, &[&server.data, &server.state_dir]);
 
     let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
     let mut closed = Vec::new();
@@ -1228,22 +1228,20 @@ async fn a_corpus_of_hostile_requests_is_refused_with_4xx_and_writes_nothing_out
         failures.join("\n")
     );
 
-    let after = snapshot(root, &server.data);
-    assert_eq!(after, before, "nothing written outside the data directory");
-    let data = &server.data;
-    let allowed = [data.join("rejected"), data.join(dlsrv::dedup::DIR)];
-    let stray: Vec<PathBuf> = files_under(data)
-        .into_iter()
-        .filter(|f| !allowed.iter().any(|a| f.starts_with(a)))
-        .collect();
+    let after = snapshot(root, &[&server.data, &server.state_dir]);
+    assert_eq!(
+        after, before,
+        "nothing written outside the data and state directories"
+    );
+    let stray: Vec<PathBuf> = files_under(&server.data);
     assert!(stray.is_empty(), "archived although hostile: {stray:?}");
-    let kept = files_under(&data.join("rejected"))
+    let kept = files_under(&server.state_dir.join(dlsrv::layout::REJECTED))
         .into_iter()
         .filter(|f| f.extension().is_none_or(|e| e != "reason"))
         .count();
     println!(
         "hostile corpus: {} requests, answers {by_status:?}, closed without an answer {} ({closed:?}), \
-         rejected bodies kept {kept}, nothing written outside data/, service up throughout",
+         rejected bodies kept {kept}, nothing archived, nothing written outside data/ and state/, service up throughout",
         corpus.len(),
         closed.len()
     );

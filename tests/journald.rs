@@ -66,6 +66,7 @@ async fn entries_carry_the_identifier_plain_fields_and_priorities() {
         .env("JOURNAL", dir.path().join("journal.sock"))
         .env("DLSRV_SOCKET", dir.path().join("s.sock"))
         .env("DLSRV_DATA_DIR", dir.path().join("data"))
+        .env("DLSRV_STATE_DIR", dir.path().join("state"))
         .env("NOTIFY_SOCKET", dir.path().join("notify"))
         .stderr(Stdio::piped())
         .spawn()
@@ -124,7 +125,9 @@ async fn entries_carry_the_identifier_plain_fields_and_priorities() {
         ("STATION_ID", "0000452891"),
         ("ACTION", "senddata"),
         ("STATUS", "200"),
-        ("BYTES", "18"),
+        ("WIRE_BYTES", "18"),
+        ("STORED_BYTES", "18"),
+        ("SPAN_NAME", "request"),
         ("REMOTE_USER", "logger7"),
         ("PRIORITY", "6"),
     ] {

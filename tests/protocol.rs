@@ -61,12 +61,13 @@ fn compressed<W: Write>(
     finish(encoder).expect("finish")
 }
 
-/// `dlsrv commands …` against a data directory.
-fn commands(data: &Path, args: &[&str]) -> (bool, String) {
+/// `dlsrv commands …` against a state directory.
+fn commands(state: &Path, args: &[&str]) -> (bool, String) {
     let out = dlsrv_command()
         .arg("commands")
         .args(args)
-        .env("DLSRV_DATA_DIR", data)
+        .env("DLSRV_DATA_DIR", state.with_file_name("data"))
+        .env("DLSRV_STATE_DIR", state)
         .output()
         .expect("dlsrv commands");
     let text = format!(
@@ -85,7 +86,7 @@ fn a_full_command_cycle_driven_by_the_emulator() {
     fs::write(&command, sample("command.xml")).expect("write");
 
     let (ok, out) = commands(
-        &daemon.data,
+        &daemon.state,
         &["add", STATION, command.to_str().expect("utf-8")],
     );
     assert!(ok, "{out}");
@@ -94,7 +95,7 @@ fn a_full_command_cycle_driven_by_the_emulator() {
         .nth(1)
         .expect("queued <id>")
         .to_owned();
-    let (_, listed) = commands(&daemon.data, &["list"]);
+    let (_, listed) = commands(&daemon.state, &["list"]);
     assert!(
         listed.contains(&id) && listed.contains("pending"),
         "{listed}"
@@ -123,7 +124,7 @@ fn a_full_command_cycle_driven_by_the_emulator() {
     };
     assert_eq!(under("senddata"), 1, "{files:?}");
     assert_eq!(under("acknowledge"), 1, "{files:?}");
-    let (_, listed) = commands(&daemon.data, &["list", STATION]);
+    let (_, listed) = commands(&daemon.state, &["list", STATION]);
     assert!(
         listed.contains("sent") && listed.contains("101 OK") && listed.contains("102 OK"),
         "{listed}"
@@ -135,7 +136,7 @@ fn a_full_command_cycle_driven_by_the_emulator() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("CommandList"));
 
     // Requeue, then a logger that reports a failure.
-    let (ok, out) = commands(&daemon.data, &["requeue", STATION, &id]);
+    let (ok, out) = commands(&daemon.state, &["requeue", STATION, &id]);
     assert!(ok, "{out}");
     let server_sent = emulate(&daemon, &["send", "requestcommand"], None);
     assert!(String::from_utf8_lossy(&server_sent.stdout).contains("CommandList"));
@@ -144,7 +145,7 @@ fn a_full_command_cycle_driven_by_the_emulator() {
         .expect("write");
     let out = emulate(&daemon, &["send", "acknowledge"], Some(&fail));
     assert!(out.status.success());
-    let (_, listed) = commands(&daemon.data, &["list", STATION]);
+    let (_, listed) = commands(&daemon.state, &["list", STATION]);
     assert!(listed.contains("102 FAIL: window overlaps"), "{listed}");
 
     daemon.sigterm();
@@ -167,7 +168,7 @@ fn a_full_command_cycle_driven_by_the_emulator() {
 #[test]
 fn queueing_refuses_malformed_documents_and_other_stations() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
+    let data = dir.path().join("state");
     let file = dir.path().join("doc.xml");
     for (content, why) in [
         (&b"<CommandList><StationCommands>"[..], "not well-formed"),
@@ -319,12 +320,14 @@ async fn unknown_encodings_are_415_and_undecodable_bodies_are_kept_as_rejected()
         ))
         .await;
     assert_eq!(reply.status, 400);
-    let kept = server.stored_files();
+    assert!(server.stored_files().is_empty(), "nothing archived");
+    let kept = common::files_under(&server.state_dir.join(dlsrv::layout::REJECTED));
     assert_eq!(kept.len(), 2, "the raw body and its reason: {kept:?}");
-    assert!(kept.iter().all(|f| {
-        f.strip_prefix(&server.data)
-            .is_ok_and(|r| r.starts_with("rejected"))
-    }));
+    assert_eq!(common::rejected_bodies(&server.state_dir).len(), 1);
+    assert_eq!(
+        fs::read(&common::rejected_bodies(&server.state_dir)[0]).expect("read"),
+        b"not gzip at all"
+    );
     server.stop().await;
 }
 
@@ -339,17 +342,10 @@ async fn a_malformed_body_is_400_and_kept_under_rejected_with_its_reason() {
         "{}",
         reply.text()
     );
-    let files = server.stored_files();
-    assert_eq!(files.len(), 2, "{files:?}");
-    let kept = files
-        .iter()
-        .find(|f| !f.to_string_lossy().ends_with(".reason"))
-        .expect("body");
-    assert!(
-        kept.strip_prefix(&server.data)
-            .expect("inside")
-            .starts_with("rejected")
-    );
+    assert!(server.stored_files().is_empty(), "nothing archived");
+    let files = common::rejected_bodies(&server.state_dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let kept = &files[0];
     assert_eq!(fs::read(kept).expect("read"), body, "kept as it arrived");
     let reason =
         fs::read_to_string(format!("{}.reason", kept.display())).expect("reason beside it");
@@ -360,7 +356,7 @@ async fn a_malformed_body_is_400_and_kept_under_rejected_with_its_reason() {
 
     // Resent, as loggers do: still 400, kept once.
     assert_eq!(server.post(SENDDATA, body).await.status, 400);
-    assert_eq!(server.stored_files().len(), 2);
+    assert_eq!(common::rejected_bodies(&server.state_dir).len(), 1);
     // The wrong root for the action is malformed too; nothing reaches senddata/.
     assert_eq!(
         server.post(SENDDATA, &sample("sendalarm.xml")).await.status,
@@ -375,13 +371,18 @@ async fn duplicates_are_answered_200_and_stored_once_across_a_restart() {
     let shared = tempfile::tempdir().expect("tempdir");
     let data = shared.path().join("data");
     let body = sample("senddata.xml");
-    let first = TestServer::start_with(|c| c.data_dir = data.clone()).await;
+    let state = shared.path().join("state");
+    let share = |c: &mut dlsrv::config::Config| {
+        c.data_dir = data.clone();
+        c.state_dir = state.clone();
+    };
+    let first = TestServer::start_with(share).await;
     let original = first.post(SENDDATA, &body).await;
     assert_eq!(original.status, 200);
     first.stop().await;
 
     // A new process on the same data directory.
-    let second = TestServer::start_with(|c| c.data_dir = data.clone()).await;
+    let second = TestServer::start_with(share).await;
     let again = second.post(SENDDATA, &body).await;
     assert_eq!(again.status, 200);
     assert_eq!(
@@ -472,7 +473,7 @@ async fn uploads_are_stored_byte_exact_with_their_own_limit() {
 #[tokio::test]
 async fn downloads_serve_published_files_and_nothing_else() {
     let server = TestServer::start().await;
-    let downloads = server.state.config.downloads_dir.clone();
+    let downloads = server.state.config().downloads_dir.clone();
     fs::create_dir_all(downloads.join("fw")).expect("mkdir");
     fs::write(downloads.join("fw/netdl-2.1.bin"), b"\x00\xffimage").expect("write");
     fs::write(server.dir.path().join("secret"), b"outside").expect("write");
@@ -530,10 +531,18 @@ async fn a_document_naming_another_station_is_stored_under_the_query_station() {
 async fn duplicates_are_suppressed_across_two_instances_sharing_the_data_directory() {
     let shared = tempfile::tempdir().expect("tempdir");
     let data = shared.path().join("data");
-    let a = TestServer::start_with(|c| c.data_dir = data.clone()).await;
-    let b = TestServer::start_with(|c| c.data_dir = data.clone()).await;
+    let state = shared.path().join("state");
+    let share = |c: &mut dlsrv::config::Config| {
+        c.data_dir = data.clone();
+        c.state_dir = state.clone();
+    };
+    let a = TestServer::start_with(share).await;
+    let b = TestServer::start_with(share).await;
     let body = sample("senddata.xml");
     let first = a.post(SENDDATA, &body).await;
+    // Another instance sees a row once it is committed, within milliseconds
+    // (a logger's resend comes minutes later); the test does not race it.
+    a.state.flush_catalog();
     let second = b.post(SENDDATA, &body).await;
     assert_eq!((first.status, second.status), (200, 200));
     assert_eq!(
@@ -563,7 +572,7 @@ fn a_document_naming_another_station_is_logged_at_warning() {
     assert!(ok);
     let warning = log
         .lines()
-        .find(|l| l.contains("document names station 0000000009"))
+        .find(|l| l.contains("document names 1 other station(s)") && l.contains("(0000000009)"))
         .expect("warned");
     assert!(warning.contains(" WARN "), "{warning}");
 }

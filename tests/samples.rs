@@ -32,14 +32,7 @@ async fn every_sample_is_archived_byte_exact() {
             )
             .await;
         assert_eq!(reply.status, 200, "{name}: {}", reply.text());
-        let file = server
-            .data
-            .join(action)
-            .join(reply.response_date_time()[..10].replace('-', "/"))
-            .join(format!(
-                "0000452891_{}",
-                reply.response_date_time().replace(':', "+")
-            ));
+        let file = server.data.join(reply.stored_path(action, "0000452891"));
         assert_eq!(
             std::fs::read(&file).expect("stored where the answer says"),
             body,

@@ -65,7 +65,7 @@ async fn a_regular_file_at_the_socket_path_is_refused_and_untouched() {
 #[tokio::test]
 async fn a_live_socket_is_not_stolen() {
     let server = TestServer::start().await;
-    let err = listener::bind(&server.state.config).expect_err("in use");
+    let err = listener::bind(server.state.config()).expect_err("in use");
     assert!(format!("{err:#}").contains("in use"), "{err:#}");
     assert_eq!(
         server.get("/ping").await.status,

@@ -20,6 +20,7 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub data: PathBuf,
+    pub state_dir: PathBuf,
     pub state: Arc<AppState>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -30,6 +31,7 @@ pub fn test_config(dir: &Path) -> Config {
     Config {
         socket: dir.join("s.sock"),
         data_dir: dir.join("data"),
+        state_dir: dir.join("state"),
         ..Config::default()
     }
 }
@@ -49,7 +51,7 @@ impl TestServer {
     pub async fn start_in(dir: tempfile::TempDir, config: Config) -> TestServer {
         config.validate().expect("valid test config");
         let state = Arc::new(AppState::new(config).expect("state"));
-        let (listener, socket_file) = listener::bind(&state.config).expect("bind");
+        let (listener, socket_file) = listener::bind(state.config()).expect("bind");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(dlsrv::server::run(
             listener,
@@ -59,8 +61,9 @@ impl TestServer {
             state.clone(),
         ));
         TestServer {
-            socket: state.config.socket.clone(),
-            data: state.archive.root().to_path_buf(),
+            socket: state.config().socket.clone(),
+            data: state.data_dir().to_path_buf(),
+            state_dir: state.state_dir().to_path_buf(),
             dir,
             state,
             shutdown: Some(tx),
@@ -110,9 +113,9 @@ impl TestServer {
         conn.reply().await
     }
 
-    /// Every archived file below the data directory (not the duplicate markers).
+    /// Every file below the data directory: the archived bodies, nothing else.
     pub fn stored_files(&self) -> Vec<PathBuf> {
-        archive_files(&self.data)
+        files_under(&self.data)
     }
 }
 
@@ -240,19 +243,37 @@ impl Reply {
         let start = text.find("responseDateTime=\"").expect("responseDateTime") + 18;
         text[start..start + 26].to_owned()
     }
+
+    /// The archive path (relative to `data_dir`) this Response names: its
+    /// `responseDateTime` is the time in the file's name.
+    pub fn stored_path(&self, action: &str, station: &str) -> PathBuf {
+        archived_path(action, station, &self.response_date_time())
+    }
+}
+
+/// The archive path (relative to `data_dir`) of a body of `station` for
+/// `action` answered with `response_date_time`, as [`dlsrv::layout`] builds it.
+pub fn archived_path(action: &str, station: &str, response_date_time: &str) -> PathBuf {
+    let t = dlsrv::layout::parse_time(response_date_time)
+        .unwrap_or_else(|| panic!("responseDateTime {response_date_time:?}"));
+    dlsrv::layout::archive_path(action, station, t)
+}
+
+/// The refused bodies kept under `state_dir` (without their `.reason` files).
+pub fn rejected_bodies(state_dir: &Path) -> Vec<PathBuf> {
+    files_under(&state_dir.join(dlsrv::layout::REJECTED))
+        .into_iter()
+        .filter(|f| !f.to_string_lossy().ends_with(dlsrv::layout::REASON_SUFFIX))
+        .collect()
 }
 
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The files of the archive: everything below `data` but the duplicate
-/// markers in `data/.duplicates`.
+/// The files of the archive: everything below `data` (nothing else lives there).
 pub fn archive_files(data: &Path) -> Vec<PathBuf> {
     files_under(data)
-        .into_iter()
-        .filter(|f| !f.starts_with(data.join(dlsrv::dedup::DIR)))
-        .collect()
 }
 
 /// A valid (minimal) data message, made distinct by `tag`.
@@ -333,11 +354,12 @@ pub struct Daemon {
     reader: Option<std::thread::JoinHandle<()>>,
     pub socket: PathBuf,
     pub data: PathBuf,
+    pub state: PathBuf,
 }
 
 impl Daemon {
     /// Starts an instance named `name` in `dir`: socket `dir/<name>.sock`,
-    /// archive `dir/data` (shared by all instances in `dir`).
+    /// archive `dir/data` and state `dir/state` (shared by all instances in `dir`).
     pub fn start(dir: &Path, name: &str, env: &[(&str, &str)]) -> Daemon {
         use std::io::BufRead;
         let notify_path = dir.join(format!("{name}.notify"));
@@ -351,6 +373,7 @@ impl Daemon {
         cmd.arg("serve")
             .env("DLSRV_SOCKET", &socket)
             .env("DLSRV_DATA_DIR", &data)
+            .env("DLSRV_STATE_DIR", dir.join("state"))
             .env("DLSRV_SHUTDOWN_GRACE_SECS", "10")
             .env("NOTIFY_SOCKET", &notify_path)
             .stderr(std::process::Stdio::piped());
@@ -378,6 +401,7 @@ impl Daemon {
             reader: Some(reader),
             socket,
             data,
+            state: dir.join("state"),
         };
         let ready = daemon.next_notification();
         assert_eq!(ready, "READY=1", "log:\n{}", daemon.log());

@@ -1,0 +1,83 @@
+//! `acknowledge`: the logger's `Response` to a command document, archived;
+//! each `Ack` is recorded against the queued command that carried its
+//! `ackId` ([`crate::queue::record_acks`]). A failed command is logged at
+//! warning level.
+//!
+//! A resent acknowledgement (a duplicate body) records what is not yet
+//! recorded: its first attempt may have been answered 503 after the body
+//! was stored.
+//!
+//! Log lines are bounded: the first few acks get a line each, the rest one
+//! summary.
+
+use std::io;
+
+use super::{Delivered, Kind, Spec};
+use crate::queue::AckOutcome;
+
+pub(crate) const SPEC: Spec = Spec {
+    name: "acknowledge",
+    kind: Kind::Document {
+        root: "Response",
+        after_store,
+    },
+};
+
+/// Acks of one document that get a log line of their own.
+const LOGGED: usize = 5;
+
+fn after_store(d: &Delivered<'_>) -> io::Result<()> {
+    let station = d.station.as_str();
+    let acks = &d.document.acks;
+    let outcomes =
+        crate::queue::record_acks(&d.state.store, station, acks, d.received, d.duplicate)?;
+    let (mut ok, mut failed, mut unknown) = (0usize, 0usize, 0usize);
+    for (i, (ack, outcome)) in acks.iter().zip(&outcomes).enumerate() {
+        let ack_id = super::printable(&ack.ack_id, 64);
+        let ack_id = ack_id.as_str();
+        let logged = i < LOGGED;
+        match outcome {
+            AckOutcome::Recorded { id } | AckOutcome::Known { id } if ack.is_ok() => {
+                ok += 1;
+                if logged {
+                    tracing::info!(
+                        ack_id,
+                        command = id.as_str(),
+                        "command {id} ackId {ack_id}: OK"
+                    );
+                }
+            }
+            AckOutcome::Recorded { id } | AckOutcome::Known { id } => {
+                failed += 1;
+                if logged {
+                    let status = super::printable(&ack.status, 16);
+                    let reason = super::printable(&ack.reason, 512);
+                    tracing::warn!(
+                        ack_id,
+                        command = id.as_str(),
+                        ack_status = status.as_str(),
+                        reason = reason.as_str(),
+                        "command {id} ackId {ack_id}: {status} {reason}"
+                    );
+                }
+            }
+            AckOutcome::UnknownAckId => {
+                unknown += 1;
+                if logged {
+                    tracing::warn!(
+                        ack_id,
+                        "acknowledgement of ackId {ack_id}, which no command sent to {station} carries"
+                    );
+                }
+            }
+        }
+    }
+    if acks.len() > LOGGED {
+        tracing::warn!(
+            acks = acks.len(),
+            "acknowledgement of {} acks ({ok} OK, {failed} failed, {unknown} unknown ackIds); the first {LOGGED} are logged above",
+            acks.len()
+        );
+    }
+    Ok(())
+}

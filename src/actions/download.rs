@@ -1,0 +1,40 @@
+//! `getconfiguration` and `getfirmware` (GET): the file the operator
+//! published under `downloads_dir` at the request's path
+//! ([`crate::downloads::resolve`]).
+
+use std::sync::Arc;
+
+use hyper::Response;
+
+use super::{Kind, Spec};
+use crate::error::RequestError;
+use crate::reqlog::{Outcome, RequestLog};
+use crate::response::{self, Body};
+use crate::state::AppState;
+
+pub(crate) const CONFIGURATION: Spec = Spec {
+    name: "getconfiguration",
+    kind: Kind::Download,
+};
+
+pub(crate) const FIRMWARE: Spec = Spec {
+    name: "getfirmware",
+    kind: Kind::Download,
+};
+
+pub(crate) async fn handle(
+    state: &Arc<AppState>,
+    path: &str,
+    log: &mut RequestLog,
+) -> Result<(Response<Body>, Outcome), RequestError> {
+    let url_path = path.to_owned();
+    let (file, content) = crate::routes::blocking(state, move |state| {
+        let file = crate::downloads::resolve(&state.config.downloads_dir, &url_path)?;
+        let content = std::fs::read(&file).map_err(|_| RequestError::NotFound)?;
+        Ok::<_, RequestError>((file, content))
+    })
+    .await??;
+    log.stored_bytes(content.len() as u64);
+    log.path(&file.display().to_string());
+    Ok((response::file(content), Outcome::Download))
+}
