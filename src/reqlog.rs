@@ -1,20 +1,22 @@
 //! The log of one request: one span that carries the common fields,
-//! recorded as they become known, and one event for its outcome.
+//! recorded as they become known (`Span::record`), and one event for its
+//! outcome, which adds what only the outcome knows.
 //!
 //! Every event inside the span (an alarm, a foreign station id, an
 //! acknowledgement) carries the span's fields too. Under journald the
 //! fields become upper-case journal fields: `station_id` → `STATION_ID`.
 //!
-//! | field | what |
-//! | --- | --- |
-//! | `method`, `uri` | as requested |
-//! | `remote_user`, `forwarded_for` | NGINX's `X-Remote-User` and `X-Forwarded-For` |
-//! | `station_id`, `action` | from the query, once validated |
-//! | `encoding` | the body's `Content-Encoding`, when not identity |
-//! | `wire_bytes` | bytes of the body as received |
-//! | `stored_bytes` | bytes archived (decoded), or handed out |
-//! | `path` | the archived file, command id or published file |
-//! | `status`, `elapsed_ms` | the answer and how long it took |
+//! | field | on | what |
+//! | --- | --- | --- |
+//! | `method`, `uri` | span | as requested |
+//! | `remote_user`, `forwarded_for` | span | NGINX's `X-Remote-User` and `X-Forwarded-For` |
+//! | `station_id`, `action` | span | from the query, once validated |
+//! | `encoding` | span | the body's `Content-Encoding`, when not identity |
+//! | `status`, `elapsed_ms` | outcome | the answer and how long it took |
+//! | `wire_bytes` | outcome | bytes of the body as received |
+//! | `stored_bytes` | outcome | bytes archived (decoded), or handed out |
+//! | `path` | outcome | the archived file, command id or published file |
+//! | `reason`, `kept`, `duplicate` | outcome | why it was refused, where a refused body was kept |
 
 use std::time::Instant;
 
@@ -52,7 +54,8 @@ pub(crate) struct RequestLog {
     started: Instant,
     station: Option<String>,
     path: Option<String>,
-    stored_bytes: u64,
+    wire_bytes: Option<u64>,
+    stored_bytes: Option<u64>,
 }
 
 impl RequestLog {
@@ -68,18 +71,14 @@ impl RequestLog {
             station_id = Empty,
             action = Empty,
             encoding = Empty,
-            wire_bytes = Empty,
-            stored_bytes = Empty,
-            path = Empty,
-            status = Empty,
-            elapsed_ms = Empty,
         );
         RequestLog {
             span,
             started: Instant::now(),
             station: None,
             path: None,
-            stored_bytes: 0,
+            wire_bytes: None,
+            stored_bytes: None,
         }
     }
 
@@ -99,55 +98,82 @@ impl RequestLog {
         }
     }
 
-    pub(crate) fn wire_bytes(&self, n: u64) {
-        self.span.record("wire_bytes", n);
+    pub(crate) fn wire_bytes(&mut self, n: u64) {
+        self.wire_bytes = Some(n);
     }
 
     pub(crate) fn stored_bytes(&mut self, n: u64) {
-        self.span.record("stored_bytes", n);
-        self.stored_bytes = n;
+        self.stored_bytes = Some(n);
     }
 
     pub(crate) fn path(&mut self, path: &str) {
-        self.span.record("path", path);
         self.path = Some(path.to_owned());
     }
 
-    /// Records the answer and emits the one outcome event.
+    /// Emits the one outcome event, with the answer and what it did.
     pub(crate) fn finish(&self, status: StatusCode, outcome: &Outcome) {
         let elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let status = status.as_u16();
-        self.span.record("status", status);
-        self.span.record("elapsed_ms", elapsed_ms);
         let _entered = self.span.enter();
         let station = self.station.as_deref().unwrap_or("-");
-        let path = self.path.as_deref().unwrap_or("-");
-        let bytes = self.stored_bytes;
+        let path = self.path.as_deref();
+        let shown = path.unwrap_or("-");
+        let (wire_bytes, stored_bytes) = (self.wire_bytes, self.stored_bytes);
+        let bytes = stored_bytes.unwrap_or(0);
         match outcome {
-            Outcome::Stored => tracing::info!("stored {bytes} bytes from {station} as {path}"),
-            Outcome::Duplicate => {
-                tracing::info!(
-                    duplicate = true,
-                    "duplicate of {path} from {station}: not stored again"
-                );
-            }
-            Outcome::Command => tracing::info!("handed command {path} to {station}"),
-            Outcome::Download => tracing::info!("{station} fetched {path}"),
-            Outcome::Other => tracing::debug!("answered {status}"),
+            Outcome::Stored => tracing::info!(
+                status,
+                elapsed_ms,
+                wire_bytes,
+                stored_bytes,
+                path,
+                "stored {bytes} bytes from {station} as {shown}"
+            ),
+            Outcome::Duplicate => tracing::info!(
+                status,
+                elapsed_ms,
+                wire_bytes,
+                stored_bytes,
+                path,
+                duplicate = true,
+                "duplicate of {shown} from {station}: not stored again"
+            ),
+            Outcome::Command => tracing::info!(
+                status,
+                elapsed_ms,
+                stored_bytes,
+                path,
+                "handed command {shown} to {station}"
+            ),
+            Outcome::Download => tracing::info!(
+                status,
+                elapsed_ms,
+                stored_bytes,
+                path,
+                "{station} fetched {shown}"
+            ),
+            Outcome::Other => tracing::debug!(status, elapsed_ms, "answered {status}"),
             Outcome::Refused { reason, kept } => {
                 let kept_note = kept
                     .as_deref()
                     .map(|k| format!("; kept as {k}"))
                     .unwrap_or_default();
                 tracing::warn!(
+                    status,
+                    elapsed_ms,
+                    wire_bytes,
                     reason = reason.as_str(),
                     kept = kept.as_deref(),
                     "refused {status}: {reason}{kept_note}"
                 );
             }
-            Outcome::Failed { reason } => {
-                tracing::error!(reason = reason.as_str(), "{status}, not stored: {reason}");
-            }
+            Outcome::Failed { reason } => tracing::error!(
+                status,
+                elapsed_ms,
+                wire_bytes,
+                reason = reason.as_str(),
+                "{status}, not stored: {reason}"
+            ),
         }
     }
 }

@@ -368,18 +368,18 @@ fn inspect_with(body: &[u8], limits: &Limits) -> Result<Document, String> {
                     Some(&c @ (b'"' | b'\'')) => c,
                     _ => return Err(bad(&s, q)),
                 };
-                // Values are short: a plain loop beats a vector search here.
-                let mut value_end = q + 1;
                 let mut has_reference = false;
-                loop {
-                    match s.b.get(value_end) {
-                        Some(&c) if c == quote => break,
-                        Some(b'<') | None => return Err(bad(&s, q)),
-                        Some(b'&') => has_reference = true,
-                        Some(_) => {}
+                let mut from = q + 1;
+                let value_end = loop {
+                    match memchr::memchr3(quote, b'<', b'&', &s.b[from..]).map(|i| from + i) {
+                        Some(i) if s.b[i] == quote => break i,
+                        Some(i) if s.b[i] == b'&' => {
+                            has_reference = true;
+                            from = i + 1;
+                        }
+                        _ => return Err(bad(&s, q)),
                     }
-                    value_end += 1;
-                }
+                };
                 if has_reference {
                     s.check_references(q + 1, value_end)?;
                 }

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Conn, is_root, post_request};
+use common::{Conn, post_request};
 
 /// Parses one datagram of journald's native protocol: `KEY=value\n`, or
 /// `KEY\n` + 64-bit little-endian length + value + `\n` for binary values.
@@ -38,8 +38,7 @@ fn parse_entry(mut data: &[u8]) -> HashMap<String, String> {
 
 #[tokio::test]
 async fn entries_carry_the_identifier_plain_fields_and_priorities() {
-    if !is_root() {
-        eprintln!("SKIPPED journald test: needs root for a mount namespace (CI runs as root)");
+    if !common::root_or_skip("journald", "a mount namespace needs root") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

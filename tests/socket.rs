@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
-use common::{TestServer, is_root, test_config};
+use common::{TestServer, test_config};
 use dlsrv::config::FileMode;
 use dlsrv::listener;
 
@@ -24,8 +24,7 @@ async fn socket_has_its_mode_and_is_removed_on_shutdown() {
 
 #[tokio::test]
 async fn socket_group_is_set() {
-    if !is_root() {
-        eprintln!("SKIPPED socket_group_is_set: chown to another group needs root");
+    if !common::root_or_skip("socket_group_is_set", "chown to another group needs root") {
         return;
     }
     let server = TestServer::start_with(|c| c.socket_group = Some("65534".into())).await;

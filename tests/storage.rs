@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use common::{TestServer, archive_files, doc, doc_of_len, is_root, test_config};
+use common::{TestServer, archive_files, doc, doc_of_len, test_config};
 
 const SENDDATA: &str = "/ott/?stationid=0000452891&action=senddata";
 const ALARM: &[u8] =
@@ -57,12 +57,9 @@ fn run(cmd: &str, args: &[&str]) {
     assert!(status.success(), "{cmd} {args:?} failed");
 }
 
-/// Needs root to mount; CI runs as root. Elsewhere the test says so and passes.
+/// Needs root to mount; CI runs as root (where a skip fails, see common).
 fn root_or_skip(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("SKIPPED {test}: mounting a tmpfs needs root (CI runs as root)");
-    }
-    is_root()
+    common::root_or_skip(test, "mounting a tmpfs needs root")
 }
 
 #[tokio::test]

@@ -327,6 +327,21 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// For a test that needs root: true when it may run. Without root it says
+/// `SKIPPED` and is skipped, except in CI (`CI=true`, which runs as root):
+/// there a skip would read as a pass, so it fails instead.
+pub fn root_or_skip(test: &str, why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "{test} needs root ({why}) and CI=true: a skip must not pass in CI"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+    false
+}
+
 /// The `dlsrv` binary with none of the test's own `DLSRV_*`, systemd or
 /// journald variables leaking into it.
 pub fn dlsrv_command() -> std::process::Command {
