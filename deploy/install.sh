@@ -28,6 +28,8 @@ HTPASSWD=/etc/nginx/.htpasswd
 JAIL=/etc/fail2ban/jail.d/dlsrv.conf
 SOCKET_DIR=/run/dlsrv
 DEFAULT_DATA_DIR=/var/lib/dlsrv
+# The service's own state (state_dir in dlsrv.toml): catalog, queue, rejected bodies.
+STATE_DIR=/var/lib/dlsrv-state
 # Files served on getconfiguration/getfirmware (downloads_dir in dlsrv.toml).
 DOWNLOADS_DIR=/srv/dlsrv/downloads
 SERVICE_USER=dlsrv
@@ -211,6 +213,11 @@ site_value() {
     sed -n "s/^[[:space:]]*$1[[:space:]][[:space:]]*\([^;[:space:]]*\);.*/\1/p" "$(d "$SITE")" | head -n 1
 }
 
+# conf_has_state_dir: whether the installed dlsrv.toml sets state_dir.
+conf_has_state_dir() {
+    grep -q "^[[:space:]]*state_dir[[:space:]]*=" "$(d "$CONF")"
+}
+
 # conf_data_dir: data_dir of the installed dlsrv.toml (empty if none).
 conf_data_dir() {
     [ -f "$(d "$CONF")" ] || return 0
@@ -282,6 +289,7 @@ uninstall() {
 
     step "Kept (remove by hand if no longer needed):"
     info "archive:        $(d "$UN_DATA_DIR")"
+    info "state:          $(d "$STATE_DIR") (catalog, command queue, rejected bodies)"
     info "configuration:  $(d "$CONF_DIR")/"
     info "logins:         $(d "$HTPASSWD")"
     info "TLS files:      $(d "$TEMPLATE_CERT"), $(d "$TEMPLATE_KEY") (or those given with --cert/--key)"
@@ -462,6 +470,23 @@ step "Configuration $(d "$CONF")"
 ensure_dir 0755 "$(d "$CONF_DIR")"
 if [ -e "$(d "$CONF")" ]; then
     info "kept the existing $(d "$CONF") (never overwritten; compare with $SCRIPT_DIR/dlsrv.toml)"
+    if ! conf_has_state_dir; then
+        # An installation from before state_dir: the one key added to a kept
+        # configuration (dlsrv moves its old state out of data_dir at start).
+        info "it has no state_dir: adding state_dir = \"$STATE_DIR\" (docs/migration.md)"
+        new_tmp
+        cat "$(d "$CONF")" >"$TMP"
+        cat >>"$TMP" <<END_OF_KEY
+
+# Added by install.sh: the service's own state (catalog, command queue,
+# rejected bodies), outside the archive. At its next start dlsrv moves the old
+# commands/ and rejected/ from data_dir here (docs/migration.md).
+state_dir = "$STATE_DIR"
+END_OF_KEY
+        run install -m 0640 "$TMP" "$(d "$CONF")"
+        [ "$STAGED" -eq 1 ] || run chgrp "$SERVICE_USER" "$CONF"
+        SERVICE_CHANGED=1
+    fi
 else
     new_tmp
     sed "s|^data_dir = .*|data_dir = \"$DATA_DIR\"|" "$SCRIPT_DIR/dlsrv.toml" >"$TMP"
@@ -485,6 +510,24 @@ if [ "$STAGED" -eq 0 ]; then
         info "owned by $OWNER; handing it (and an archive already in it) to $SERVICE_USER"
         run chown -R "$SERVICE_USER:$SERVICE_USER" "$DATA_DIR"
         run chmod 0750 "$DATA_DIR"
+    fi
+fi
+
+# ---- State directory ------------------------------------------------------
+step "State directory $(d "$STATE_DIR")"
+if [ -d "$(d "$STATE_DIR")" ]; then
+    info "exists, contents kept"
+else
+    run install -d -m 0750 "$(d "$STATE_DIR")"
+fi
+if [ "$STAGED" -eq 0 ]; then
+    OWNER=$(stat -c %U:%G "$STATE_DIR")
+    if [ "$OWNER" = "$SERVICE_USER:$SERVICE_USER" ]; then
+        info "owned by $OWNER"
+    else
+        # Only the directory itself: whatever may be in it is the service's own.
+        run chown "$SERVICE_USER:$SERVICE_USER" "$STATE_DIR"
+        run chmod 0750 "$STATE_DIR"
     fi
 fi
 

@@ -45,6 +45,9 @@ pub(crate) mod decode;
 pub(crate) mod downloads;
 pub(crate) mod durable;
 pub(crate) mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 pub(crate) mod group;
 pub(crate) mod indexer;
 pub(crate) mod intake;

@@ -479,6 +479,48 @@ fn staged_install() -> tempfile::TempDir {
 }
 
 #[test]
+fn an_upgrade_adds_state_dir_to_a_kept_configuration_once() {
+    let dest = staged_install();
+    let conf = dest.path().join("etc/dlsrv/dlsrv.toml");
+    // The configuration of an installation from before state_dir.
+    let old: String = fs::read_to_string(&conf)
+        .expect("conf")
+        .lines()
+        .filter(|l| !l.starts_with("state_dir"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&conf, &old).expect("write");
+    let again = || {
+        run(Command::new("sh")
+            .arg(repo("deploy/install.sh"))
+            .args([
+                "--binary",
+                env!("CARGO_BIN_EXE_dlsrv"),
+                "--server-name",
+                "dl.example.net",
+            ])
+            .env("DESTDIR", dest.path()))
+    };
+    let out = again();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("adding state_dir"));
+    let upgraded = fs::read_to_string(&conf).expect("conf");
+    assert!(upgraded.starts_with(&old), "the rest is kept as it was");
+    assert!(
+        upgraded.ends_with("state_dir = \"/var/lib/dlsrv-state\"\n"),
+        "{upgraded}"
+    );
+    run(Command::new(dest.path().join("usr/local/bin/dlsrv"))
+        .args(["check-config", "--config"])
+        .arg(&conf));
+    again();
+    assert_eq!(
+        fs::read_to_string(&conf).expect("conf"),
+        upgraded,
+        "added once"
+    );
+}
+
+#[test]
 fn destdir_install_lays_out_the_whole_kit_and_is_idempotent() {
     let dest = staged_install();
     let d = dest.path();
@@ -496,6 +538,10 @@ fn destdir_install_lays_out_the_whole_kit_and_is_idempotent() {
         assert!(d.join(file).is_file(), "{file} staged");
     }
     assert!(d.join("var/lib/dlsrv").is_dir());
+    assert!(
+        d.join("var/lib/dlsrv-state").is_dir(),
+        "state_dir, outside the archive"
+    );
     let site = fs::read_to_string(d.join("etc/nginx/sites-available/dlsrv.conf")).expect("site");
     assert!(site.contains("server_name dl.example.net;"));
     // The installed configuration is valid for the installed binary.
