@@ -627,6 +627,7 @@ fn install_sh_is_shellcheck_clean() {
     // The benchmark script too (bash), and the CI scripts.
     run(Command::new("shellcheck")
         .arg(repo("bench/run"))
+        .arg(repo("bench/compare"))
         .arg(repo(".ci/run"))
         .arg(repo(".ci/test")));
 }
@@ -658,6 +659,48 @@ fn nginx_t_passes_on_the_staged_site_with_test_certificates() {
         .arg("-t")
         .arg("-p")
         .arg(prefix.path())
+        .arg("-c")
+        .arg(&conf));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("test is successful"));
+}
+
+#[test]
+fn the_benchmarks_rendering_of_the_site_passes_nginx_t_for_dlsrv_and_the_reference() {
+    let prefix = tempfile::tempdir().expect("tempdir");
+    let p = prefix.path();
+    fs::write(p.join("htpasswd"), "x:y\n").expect("htpasswd");
+    let render = |extra: &[&str]| -> String {
+        let out = run(Command::new("awk")
+            .args(["-v", "port=18080", "-v", "sock=/nonexistent/d.sock"])
+            .arg("-v")
+            .arg(format!("htpasswd={}", p.join("htpasswd").display()))
+            .args(extra)
+            .arg("-f")
+            .arg(repo("bench/render-site.awk"))
+            .arg(repo("deploy/nginx/dlsrv.conf")));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dlsrv = render(&["-v", "ceiling=1"]);
+    let reference = render(&["-v", "uwsgi=/nonexistent/ref.sock"]).replace("18080", "18081");
+    assert!(dlsrv.contains("location = /ceiling"));
+    assert!(
+        !dlsrv
+            .lines()
+            .any(|l| l.trim_start().starts_with("ssl_") || l.contains("listen 443"))
+    );
+    assert!(reference.contains("uwsgi_pass unix:/nonexistent/ref.sock;"));
+    assert!(
+        !reference.contains("upstream dlsrv"),
+        "defined once, by the dlsrv server"
+    );
+    let site = p.join("site.conf");
+    fs::write(&site, format!("{dlsrv}\n{reference}")).expect("site");
+    let conf = p.join("nginx.conf");
+    fs::write(&conf, nginx_conf(p, &site)).expect("conf");
+    let out = run(Command::new("nginx")
+        .arg("-t")
+        .arg("-p")
+        .arg(p)
         .arg("-c")
         .arg(&conf));
     assert!(String::from_utf8_lossy(&out.stderr).contains("test is successful"));
