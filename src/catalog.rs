@@ -44,6 +44,9 @@ use crate::layout;
 const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
+-- No index on sha256: duplicates are looked up by station and time (rarely:
+-- only when the in-memory prefixes match), and random keys would cost a
+-- page of WAL per stored row.
 CREATE TABLE IF NOT EXISTS transmissions (
     id           INTEGER PRIMARY KEY,
     station_id   TEXT    NOT NULL,
@@ -54,7 +57,6 @@ CREATE TABLE IF NOT EXISTS transmissions (
     sha256       TEXT    NOT NULL,
     indexed_utc  TEXT    NOT NULL
 );
-CREATE INDEX IF NOT EXISTS transmissions_by_sha256 ON transmissions (sha256);
 CREATE INDEX IF NOT EXISTS transmissions_by_station ON transmissions (station_id, received_utc);
 CREATE TABLE IF NOT EXISTS rejected (
     id           INTEGER PRIMARY KEY,
@@ -73,6 +75,10 @@ CREATE INDEX IF NOT EXISTS rejected_by_sha256 ON rejected (sha256);
 const MAX_QUEUED_ROWS: usize = 100_000;
 /// How long SQLite waits for another instance's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often, at most, a process reads the rows other instances committed.
+/// A logger resends minutes after a lost answer; a busy process's own
+/// commits change the WAL every few milliseconds.
+const REFRESH_EVERY: Duration = Duration::from_millis(50);
 /// How long the writer lets rows gather before it commits them together.
 const BATCH_DELAY: Duration = Duration::from_millis(10);
 /// Bytes of the database file mapped into memory (address space, not RAM).
@@ -155,6 +161,8 @@ struct Recent {
     last_id: i64,
     /// Length and modification time of the WAL file at the last read.
     wal_seen: Option<(u64, std::time::SystemTime)>,
+    /// When the rows were last read from the database.
+    refreshed: Option<std::time::Instant>,
 }
 
 impl Recent {
@@ -258,6 +266,9 @@ impl Catalog {
             }
         }
         recent.wal_seen = wal;
+        if since.is_none() {
+            recent.refreshed = Some(std::time::Instant::now());
+        }
         Ok(())
     }
 
@@ -331,8 +342,14 @@ impl Catalog {
         since: DateTime<Utc>,
     ) -> rusqlite::Result<Vec<(String, DateTime<Utc>)>> {
         {
+            let wal = self.wal_stat();
             let mut recent = lock(&self.recent);
-            if self.wal_stat() != recent.wal_seen {
+            // Other instances' rows: read when the WAL changed, at most every
+            // REFRESH_EVERY (this process's own are in `recent` already).
+            let due = recent
+                .refreshed
+                .is_none_or(|at| at.elapsed() >= REFRESH_EVERY);
+            if wal != recent.wal_seen && due {
                 self.refresh(&mut recent, None)?;
             }
             if !recent.contains(sha256) {
