@@ -96,16 +96,11 @@ pub(crate) struct Row {
     pub(crate) sha256: String,
 }
 
-/// One refused body kept in `state_dir`.
+/// One refused body kept in `state_dir`: its row (`path` relative to
+/// `state_dir`) and why it was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RejectedRow {
-    pub(crate) station_id: String,
-    pub(crate) action: String,
-    pub(crate) received: DateTime<Utc>,
-    /// Relative to `state_dir`.
-    pub(crate) path: String,
-    pub(crate) bytes: u64,
-    pub(crate) sha256: String,
+    pub(crate) body: Row,
     pub(crate) reason: String,
 }
 
@@ -406,7 +401,7 @@ impl Catalog {
             .rows
             .iter()
             .filter_map(|(_, p)| match p {
-                Pending::Rejected(r)
+                Pending::Rejected(RejectedRow { body: r, .. })
                     if r.sha256 == sha256 && r.station_id == station && r.received >= since =>
                 {
                     Some(r.path.clone())
@@ -574,41 +569,53 @@ fn write_loop(mut conn: Connection, shared: &Shared) {
     }
 }
 
+/// Adds a row; a path that has one already keeps it.
+pub(crate) const INSERT_ROW: &str = "INSERT INTO transmissions
+    (station_id, action, received_utc, path, bytes, sha256, indexed_utc)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (path) DO NOTHING";
+
+/// Adds a row or replaces the row of its path (`dlsrv reindex`).
+pub(crate) const UPSERT_ROW: &str = "INSERT INTO transmissions
+    (station_id, action, received_utc, path, bytes, sha256, indexed_utc)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+    ON CONFLICT (path) DO UPDATE SET station_id = excluded.station_id, action = excluded.action,
+      received_utc = excluded.received_utc, bytes = excluded.bytes, sha256 = excluded.sha256,
+      indexed_utc = excluded.indexed_utc";
+
+/// Runs [`INSERT_ROW`] or [`UPSERT_ROW`] for `row`, with `last` (when it
+/// is written, or a rejected body's reason) in the last column.
+pub(crate) fn insert(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    row: &Row,
+    last: &str,
+) -> rusqlite::Result<()> {
+    stmt.execute(params![
+        row.station_id,
+        row.action,
+        layout::rfc3339(row.received),
+        row.path,
+        i64::try_from(row.bytes).unwrap_or(i64::MAX),
+        row.sha256,
+        last
+    ])?;
+    Ok(())
+}
+
 fn commit(conn: &mut Connection, rows: &[(u64, Pending)]) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = layout::rfc3339(Utc::now());
     {
-        let mut row_stmt = tx.prepare_cached(
-            "INSERT INTO transmissions (station_id, action, received_utc, path, bytes, sha256, indexed_utc)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (path) DO NOTHING",
-        )?;
+        let mut row_stmt = tx.prepare_cached(INSERT_ROW)?;
         let mut rejected_stmt = tx.prepare_cached(
             "INSERT INTO rejected (station_id, action, received_utc, path, bytes, sha256, reason)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (path) DO NOTHING",
         )?;
         for (_, row) in rows {
             match row {
-                Pending::Row(r) => {
-                    row_stmt.execute(params![
-                        r.station_id,
-                        r.action,
-                        layout::rfc3339(r.received),
-                        r.path,
-                        i64::try_from(r.bytes).unwrap_or(i64::MAX),
-                        r.sha256,
-                        now
-                    ])?;
-                }
-                Pending::Rejected(r) => {
-                    rejected_stmt.execute(params![
-                        r.station_id,
-                        r.action,
-                        layout::rfc3339(r.received),
-                        r.path,
-                        i64::try_from(r.bytes).unwrap_or(i64::MAX),
-                        r.sha256,
-                        r.reason
-                    ])?;
+                Pending::Row(r) => insert(&mut row_stmt, r, &now)?,
+                // The two tables' columns match but for the last.
+                Pending::Rejected(RejectedRow { body, reason }) => {
+                    insert(&mut rejected_stmt, body, reason)?;
                 }
             }
         }

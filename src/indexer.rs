@@ -15,7 +15,7 @@
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -24,7 +24,7 @@ use rusqlite::{Connection, params};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{self, Row};
-use crate::layout::{self, ArchiveReader, Selection};
+use crate::layout::{self, ArchiveReader, Entry, Selection};
 
 /// What one indexing run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -68,6 +68,17 @@ enum Mode {
     Rebuild,
 }
 
+/// The archive, read-only, and the catalog, to write.
+fn open(
+    data_dir: &Path,
+    temp_suffix: &str,
+    catalog_path: &Path,
+) -> anyhow::Result<(ArchiveReader, Connection)> {
+    let reader = ArchiveReader::open(data_dir, temp_suffix)
+        .with_context(|| format!("cannot read the archive {}", data_dir.display()))?;
+    Ok((reader, catalog::open_writable(catalog_path)?))
+}
+
 /// Adds the rows the catalog lacks for recent days (see the module docs).
 pub(crate) fn catch_up(
     data_dir: &Path,
@@ -75,9 +86,7 @@ pub(crate) fn catch_up(
     catalog_path: &Path,
     actions: &[&str],
 ) -> anyhow::Result<Summary> {
-    let reader = ArchiveReader::open(data_dir, temp_suffix)
-        .with_context(|| format!("cannot read the archive {}", data_dir.display()))?;
-    let conn = catalog::open_writable(catalog_path)?;
+    let (reader, conn) = open(data_dir, temp_suffix, catalog_path)?;
     let mut days = Vec::new();
     for action in reader.actions(actions)? {
         let newest: Option<String> = conn.query_row(
@@ -98,7 +107,7 @@ pub(crate) fn catch_up(
     }
     // Newest first across actions too.
     days.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    run(&reader, conn, days, Mode::CatchUp, false)
+    run(&reader, conn, catalog_path, days, Mode::CatchUp, false)
 }
 
 /// `dlsrv reindex`: rebuilds the catalog at `catalog_path` from the archive alone.
@@ -108,13 +117,11 @@ pub(crate) fn reindex(
     catalog_path: &Path,
     actions: &[&str],
 ) -> anyhow::Result<Summary> {
-    let reader = ArchiveReader::open(data_dir, temp_suffix)
-        .with_context(|| format!("cannot read the archive {}", data_dir.display()))?;
-    let conn = catalog::open_writable(catalog_path)?;
+    let (reader, conn) = open(data_dir, temp_suffix, catalog_path)?;
     let started = layout::rfc3339(Utc::now());
     let days = reader.day_dirs(actions, &Selection::default())?;
     let progress = std::io::stderr().is_terminal();
-    let mut summary = run(&reader, conn, days, Mode::Rebuild, progress)?;
+    let mut summary = run(&reader, conn, catalog_path, days, Mode::Rebuild, progress)?;
     // Rows not touched by this run (written before it started) name files
     // that are gone; rows the service wrote meanwhile are newer and stay.
     let conn = catalog::open_writable(catalog_path)?;
@@ -127,26 +134,25 @@ pub(crate) fn reindex(
     Ok(summary)
 }
 
-/// The work shared by the hashing threads.
-struct Work<'a> {
-    reader: &'a ArchiveReader,
-    days: Vec<(String, NaiveDate)>,
-    next: AtomicUsize,
-    mode: Mode,
-    catalog_path: &'a Path,
+/// What the hashing threads tell the writer.
+enum Found {
+    Rows(Vec<Row>, usize),
+    /// A day directory is listed: how many bodies it had a row for, how
+    /// many names were not bodies.
+    Day {
+        known: usize,
+        foreign: usize,
+    },
+    Failed(anyhow::Error),
 }
 
-/// What one day directory gave.
-struct DayResult {
-    rows: Vec<Row>,
-    known: usize,
-    foreign: usize,
-    unreadable: usize,
-}
+/// Bodies hashed per piece of work: a day directory is shared by all threads.
+const CHUNK: usize = 256;
 
 fn run(
     reader: &ArchiveReader,
     mut conn: Connection,
+    catalog_path: &Path,
     days: Vec<(String, NaiveDate)>,
     mode: Mode,
     progress: bool,
@@ -167,134 +173,161 @@ fn run(
         days: days.len(),
         ..Summary::default()
     };
-    let work = Work {
-        reader,
-        days,
-        next: AtomicUsize::new(0),
-        mode,
-        catalog_path: &conn
-            .path()
-            .map(std::path::PathBuf::from)
-            .unwrap_or_default(),
-    };
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<DayResult>>(threads * 2);
-    let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(threads * 2);
+    let work_rx = Mutex::new(work_rx);
+    let (found_tx, found_rx) = std::sync::mpsc::sync_channel::<Found>(threads * 4);
+    let stop = AtomicBool::new(false);
+    let mut failure: Option<anyhow::Error> = None;
     std::thread::scope(|scope| {
+        // One thread lists the day directories (and, catching up, leaves out
+        // what has a row) and hands out pieces of them.
+        let lister_found = found_tx.clone();
+        let stop = &stop;
+        scope.spawn(move || {
+            let known_rows = match mode {
+                Mode::CatchUp => match catalog::open_reader(catalog_path) {
+                    Ok(conn) => Some(conn),
+                    Err(e) => {
+                        let _ = lister_found.send(Found::Failed(e.into()));
+                        return;
+                    }
+                },
+                Mode::Rebuild => None,
+            };
+            for (action, day) in &days {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                match list_day(reader, known_rows.as_ref(), action, *day) {
+                    Ok((entries, known, foreign)) => {
+                        for chunk in entries.chunks(CHUNK) {
+                            if work_tx.send(chunk.to_vec()).is_err() {
+                                return;
+                            }
+                        }
+                        if lister_found.send(Found::Day { known, foreign }).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = lister_found.send(Found::Failed(e));
+                        return;
+                    }
+                }
+            }
+        });
+        // The others hash.
         for _ in 0..threads {
-            let tx = tx.clone();
-            let work = &work;
+            let (work_rx, found_tx) = (&work_rx, found_tx.clone());
             scope.spawn(move || {
-                let reader_conn = match mode {
-                    Mode::CatchUp => catalog::open_reader(work.catalog_path).ok(),
-                    Mode::Rebuild => None,
-                };
                 loop {
-                    let i = work.next.fetch_add(1, Ordering::Relaxed);
-                    let Some((action, day)) = work.days.get(i) else {
-                        break;
-                    };
-                    let result = index_day(work, reader_conn.as_ref(), action, *day);
-                    if tx.send(result).is_err() {
+                    let next = work_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok(entries) = next else { break };
+                    let (rows, unreadable) = hash_all(entries);
+                    if found_tx.send(Found::Rows(rows, unreadable)).is_err() {
                         break;
                     }
                 }
             });
         }
-        drop(tx);
+        drop(found_tx);
         let mut batch: Vec<Row> = Vec::new();
-        for result in rx {
-            match result {
-                Ok(day) => {
-                    summary.known += day.known;
-                    summary.foreign += day.foreign;
-                    summary.unreadable += day.unreadable;
-                    summary.indexed += day.rows.len();
-                    batch.extend(day.rows);
-                    if batch.len() >= 2_000
-                        && let Err(e) = write(&mut conn, &mut batch, mode)
-                    {
-                        record_failure(&failure, e);
-                        // Stop the others: they see the channel closed.
-                        work.next.store(usize::MAX / 2, Ordering::Relaxed);
+        for found in found_rx {
+            let result = match found {
+                Found::Rows(rows, unreadable) => {
+                    summary.indexed += rows.len();
+                    summary.unreadable += unreadable;
+                    batch.extend(rows);
+                    if batch.len() >= 2_000 {
+                        write(&mut conn, &mut batch, mode)
+                    } else {
+                        Ok(())
                     }
                 }
-                Err(e) => {
-                    record_failure(&failure, e);
-                    work.next.store(usize::MAX / 2, Ordering::Relaxed);
+                Found::Day { known, foreign } => {
+                    summary.known += known;
+                    summary.foreign += foreign;
+                    bar.inc(1);
+                    Ok(())
                 }
+                Found::Failed(e) => Err(e),
+            };
+            if let Err(e) = result {
+                failure.get_or_insert(e);
+                // The lister stops; the hashers see its channel closed.
+                stop.store(true, Ordering::Relaxed);
             }
-            bar.inc(1);
             bar.set_message(format!("{} bodies", summary.indexed));
         }
-        if let Err(e) = write(&mut conn, &mut batch, mode) {
-            record_failure(&failure, e);
+        if failure.is_none()
+            && let Err(e) = write(&mut conn, &mut batch, mode)
+        {
+            failure = Some(e);
         }
     });
     bar.finish_and_clear();
-    if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    if let Some(e) = failure {
         return Err(e);
     }
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
 
-fn record_failure(slot: &Mutex<Option<anyhow::Error>>, e: anyhow::Error) {
-    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-    if slot.is_none() {
-        *slot = Some(e);
-    }
-}
-
-fn index_day(
-    work: &Work<'_>,
-    known: Option<&Connection>,
+/// The bodies of a day directory that need a row, with how many had one
+/// and how many names were not bodies.
+fn list_day(
+    reader: &ArchiveReader,
+    known_rows: Option<&Connection>,
     action: &str,
     day: NaiveDate,
-) -> anyhow::Result<DayResult> {
-    let listing = work
-        .reader
+) -> anyhow::Result<(Vec<Entry>, usize, usize)> {
+    let listing = reader
         .day(action, day, &Selection::default())
         .with_context(|| format!("cannot list {action}/{day}"))?;
-    let mut result = DayResult {
-        rows: Vec::new(),
-        known: 0,
-        foreign: listing.foreign.len(),
-        unreadable: 0,
-    };
     for name in &listing.foreign {
         tracing::debug!(
             path = name.as_str(),
             "not a body (name does not parse): skipped"
         );
     }
-    let existing: std::collections::HashSet<String> =
-        match (work.mode, known, listing.entries.first()) {
-            (Mode::CatchUp, Some(conn), Some(first)) => {
-                let prefix = match first.relative.rfind('/') {
-                    Some(i) => first.relative[..=i].to_owned(),
-                    None => String::new(),
-                };
-                let mut upper = prefix.clone();
-                upper.pop();
-                upper.push('0');
-                let mut stmt = conn.prepare_cached(
-                    "SELECT path FROM transmissions WHERE path >= ?1 AND path < ?2",
-                )?;
-                let paths = stmt.query_map(params![prefix, upper], |r| r.get(0))?;
-                paths.collect::<rusqlite::Result<_>>()?
-            }
-            _ => Default::default(),
-        };
-    for entry in listing.entries {
-        if existing.contains(&entry.relative) {
-            result.known += 1;
-            continue;
+    let existing: std::collections::HashSet<String> = match (known_rows, listing.entries.first()) {
+        (Some(conn), Some(first)) => {
+            let prefix = match first.relative.rfind('/') {
+                Some(i) => first.relative[..=i].to_owned(),
+                None => String::new(),
+            };
+            // Paths below the prefix sort between it and the prefix with its
+            // last byte raised by one ('/' + 1 = '0').
+            let mut upper = prefix.clone();
+            upper.pop();
+            upper.push('0');
+            let mut stmt = conn
+                .prepare_cached("SELECT path FROM transmissions WHERE path >= ?1 AND path < ?2")?;
+            let paths = stmt.query_map(params![prefix, upper], |r| r.get(0))?;
+            paths.collect::<rusqlite::Result<_>>()?
         }
+        _ => Default::default(),
+    };
+    let before = listing.entries.len();
+    let entries: Vec<Entry> = listing
+        .entries
+        .into_iter()
+        .filter(|e| !existing.contains(&e.relative))
+        .collect();
+    let known = before - entries.len();
+    Ok((entries, known, listing.foreign.len()))
+}
+
+/// Rows for `entries`, read and hashed; and how many could not be read.
+fn hash_all(entries: Vec<Entry>) -> (Vec<Row>, usize) {
+    let mut rows = Vec::with_capacity(entries.len());
+    let mut unreadable = 0;
+    for entry in entries {
         match std::fs::read(&entry.path) {
-            Ok(body) => result.rows.push(Row {
+            Ok(body) => rows.push(Row {
                 station_id: entry.station,
                 action: entry.action,
                 received: entry.received,
@@ -306,11 +339,11 @@ fn index_day(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 tracing::warn!(path = entry.relative.as_str(), error = %e, "cannot read an archived body");
-                result.unreadable += 1;
+                unreadable += 1;
             }
         }
     }
-    Ok(result)
+    (rows, unreadable)
 }
 
 fn write(conn: &mut Connection, batch: &mut Vec<Row>, mode: Mode) -> anyhow::Result<()> {
@@ -321,29 +354,12 @@ fn write(conn: &mut Connection, batch: &mut Vec<Row>, mode: Mode) -> anyhow::Res
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let sql = match mode {
-            Mode::CatchUp => {
-                "INSERT INTO transmissions (station_id, action, received_utc, path, bytes, sha256, indexed_utc)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (path) DO NOTHING"
-            }
-            Mode::Rebuild => {
-                "INSERT INTO transmissions (station_id, action, received_utc, path, bytes, sha256, indexed_utc)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (path) DO UPDATE SET station_id = excluded.station_id, action = excluded.action,
-                   received_utc = excluded.received_utc, bytes = excluded.bytes, sha256 = excluded.sha256,
-                   indexed_utc = excluded.indexed_utc"
-            }
+            Mode::CatchUp => catalog::INSERT_ROW,
+            Mode::Rebuild => catalog::UPSERT_ROW,
         };
         let mut stmt = tx.prepare_cached(sql)?;
         for r in batch.iter() {
-            stmt.execute(params![
-                r.station_id,
-                r.action,
-                layout::rfc3339(r.received),
-                r.path,
-                i64::try_from(r.bytes).unwrap_or(i64::MAX),
-                r.sha256,
-                now
-            ])?;
+            catalog::insert(&mut stmt, r, &now)?;
         }
     }
     tx.commit().context("cannot commit catalog rows")?;

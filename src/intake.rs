@@ -179,7 +179,26 @@ impl Intake {
             return Err(RequestError::EmptyBody.into());
         }
         let name = action.name();
-        match (content, &action.spec().kind) {
+        let store = |content: Content| {
+            // A duplicate drops a streamed body's temp file: nothing is stored twice.
+            store_once(
+                state,
+                action,
+                &station,
+                sha256,
+                bytes,
+                received,
+                || match content {
+                    Content::Memory(body) => {
+                        state.archive.store(name, station.as_str(), received, &body)
+                    }
+                    Content::File(temp) => {
+                        state.archive.commit(temp, name, station.as_str(), received)
+                    }
+                },
+            )
+        };
+        let (stored, duplicate) = match (content, &action.spec().kind) {
             (Content::Memory(body), Kind::Document { root, after_store }) => {
                 let document = match xml::check(&body, root, &state.xml_limits) {
                     Ok(document) => document,
@@ -190,10 +209,7 @@ impl Intake {
                         ));
                     }
                 };
-                let (stored, duplicate) =
-                    store_once(state, action, &station, sha256, bytes, received, || {
-                        state.archive.store(name, station.as_str(), received, &body)
-                    })?;
+                let (stored, duplicate) = store(Content::Memory(body.clone()))?;
                 after_store(&Delivered {
                     state,
                     station: &station,
@@ -203,36 +219,15 @@ impl Intake {
                     duplicate,
                 })
                 .map_err(RequestError::store)?;
-                Ok(Accepted {
-                    stored,
-                    duplicate,
-                    bytes,
-                })
+                (stored, duplicate)
             }
-            (Content::Memory(body), _) => {
-                let (stored, duplicate) =
-                    store_once(state, action, &station, sha256, bytes, received, || {
-                        state.archive.store(name, station.as_str(), received, &body)
-                    })?;
-                Ok(Accepted {
-                    stored,
-                    duplicate,
-                    bytes,
-                })
-            }
-            (Content::File(temp), _) => {
-                // A duplicate drops the temp file: nothing is stored twice.
-                let (stored, duplicate) =
-                    store_once(state, action, &station, sha256, bytes, received, || {
-                        state.archive.commit(temp, name, station.as_str(), received)
-                    })?;
-                Ok(Accepted {
-                    stored,
-                    duplicate,
-                    bytes,
-                })
-            }
-        }
+            (content, _) => store(content)?,
+        };
+        Ok(Accepted {
+            stored,
+            duplicate,
+            bytes,
+        })
     }
 }
 

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::actions::Action;
-use crate::catalog::RejectedRow;
+use crate::catalog::{RejectedRow, Row};
 use crate::decode::Encoding;
 use crate::error::RequestError;
 use crate::layout;
@@ -95,12 +95,14 @@ pub(crate) fn keep(
         Ok((path, at)) => {
             let relative = layout::relative(state.store.root(), &path);
             state.catalog.record_rejected(RejectedRow {
-                station_id: station.as_str().to_owned(),
-                action: action.name().to_owned(),
-                received: at,
-                path: relative.clone(),
-                bytes: body.len() as u64,
-                sha256,
+                body: Row {
+                    station_id: station.as_str().to_owned(),
+                    action: action.name().to_owned(),
+                    received: at,
+                    path: relative.clone(),
+                    bytes: body.len() as u64,
+                    sha256,
+                },
                 reason,
             });
             Some(relative)

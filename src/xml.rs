@@ -543,24 +543,21 @@ impl Scanner<'_> {
             let name = &self.b[amp + 1..semi];
             match name {
                 b"lt" | b"gt" | b"amp" | b"apos" | b"quot" => {}
-                [b'#', b'x', digits @ ..] => char_ref(digits, 16).ok_or_else(|| {
-                    self.error_at(
-                        amp,
-                        &format!(
-                            "invalid character reference &{};",
-                            self.str_of(amp + 1, semi)
-                        ),
-                    )
-                })?,
-                [b'#', digits @ ..] => char_ref(digits, 10).ok_or_else(|| {
-                    self.error_at(
-                        amp,
-                        &format!(
-                            "invalid character reference &{};",
-                            self.str_of(amp + 1, semi)
-                        ),
-                    )
-                })?,
+                [b'#', rest @ ..] => {
+                    let (digits, radix) = match rest {
+                        [b'x', hex @ ..] => (hex, 16),
+                        decimal => (decimal, 10),
+                    };
+                    char_ref(digits, radix).ok_or_else(|| {
+                        self.error_at(
+                            amp,
+                            &format!(
+                                "invalid character reference &{};",
+                                self.str_of(amp + 1, semi)
+                            ),
+                        )
+                    })?;
+                }
                 _ => {
                     return Err(self.error_at(
                         amp,
