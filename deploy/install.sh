@@ -17,6 +17,8 @@ REPO_DIR=$(dirname -- "$SCRIPT_DIR")
 BIN=/usr/local/bin/dlsrv
 CONF_DIR=/etc/dlsrv
 CONF=$CONF_DIR/dlsrv.toml
+# Which stations each logger login may speak for (logins_file in dlsrv.toml).
+LOGINS=$CONF_DIR/logins.toml
 UNIT_DIR=/etc/systemd/system
 DROPIN_DIR=$UNIT_DIR/dlsrv.service.d
 DROPIN=$DROPIN_DIR/data-dir.conf
@@ -78,6 +80,9 @@ Options:
   --add-logger NAME    add (or change) a logger's basic-auth login; the
                        password is prompted for, or read from the environment
                        variable LOGGER_PASSWORD. May be repeated.
+  --station ID         a station the login before it may speak for (repeat it
+                       for several; ID* for every id with that prefix): sets
+                       the login's line in /etc/dlsrv/logins.toml
   --fail2ban           install fail2ban and a jail for basic-auth failures
   --uninstall          stop and remove dlsrv's binary, units and NGINX site;
                        keeps the archive, /etc/dlsrv, logins and certificates
@@ -98,6 +103,8 @@ KEY=
 SELF_SIGNED=0
 DATA_DIR=
 LOGGERS=
+# "login=id,id login2=id": the stations given after each --add-logger.
+LOGGER_STATIONS=
 FAIL2BAN=0
 UNINSTALL=0
 
@@ -118,8 +125,13 @@ while [ "$#" -gt 0 ]; do
         --self-signed) SELF_SIGNED=1; shift ;;
         --data-dir) need_arg "$@"; DATA_DIR=$2; shift 2 ;;
         --data-dir=*) DATA_DIR=${1#*=}; shift ;;
-        --add-logger) need_arg "$@"; LOGGERS="$LOGGERS $2"; shift 2 ;;
-        --add-logger=*) LOGGERS="$LOGGERS ${1#*=}"; shift ;;
+        --add-logger) need_arg "$@"; LOGGERS="$LOGGERS $2"; LOGGER_STATIONS="$LOGGER_STATIONS $2="; shift 2 ;;
+        --add-logger=*) LOGGERS="$LOGGERS ${1#*=}"; LOGGER_STATIONS="$LOGGER_STATIONS ${1#*=}="; shift ;;
+        --station | --station=*)
+            if [ "$1" = --station ]; then need_arg "$@"; ID=$2; shift 2; else ID=${1#*=}; shift; fi
+            [ -n "$LOGGER_STATIONS" ] || die "--station $ID: give it after the --add-logger it belongs to"
+            case $LOGGER_STATIONS in *=) LOGGER_STATIONS="$LOGGER_STATIONS$ID" ;; *) LOGGER_STATIONS="$LOGGER_STATIONS,$ID" ;; esac
+            ;;
         --fail2ban) FAIL2BAN=1; shift ;;
         --uninstall) UNINSTALL=1; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -290,7 +302,7 @@ uninstall() {
     step "Kept (remove by hand if no longer needed):"
     info "archive:        $(d "$UN_DATA_DIR")"
     info "state:          $(d "$STATE_DIR") (catalog, command queue, rejected bodies)"
-    info "configuration:  $(d "$CONF_DIR")/"
+    info "configuration:  $(d "$CONF_DIR")/ (with the logins file $(d "$LOGINS"))"
     info "logins:         $(d "$HTPASSWD")"
     info "TLS files:      $(d "$TEMPLATE_CERT"), $(d "$TEMPLATE_KEY") (or those given with --cert/--key)"
     info "site backups:   $(d "$SITE").bak.* (if any)"
@@ -414,6 +426,17 @@ for name in $LOGGERS; do
         *[!A-Za-z0-9._@-]*) die "--add-logger $name: use only A-Z a-z 0-9 . _ @ -" ;;
     esac
 done
+for entry in $LOGGER_STATIONS; do
+    ids=${entry#*=}
+    for id in $(printf '%s' "$ids" | tr ',' ' '); do
+        bare=${id%\*}
+        case $bare in
+            "" ) [ "$id" = "*" ] || die "--station $id: not a station id" ;;
+            *[!A-Za-z0-9_-]*) die "--station $id: use 1-64 of A-Z a-z 0-9 _ - (and a trailing * for a prefix)" ;;
+        esac
+        [ "${#bare}" -le 64 ] || die "--station $id: longer than 64 characters"
+    done
+done
 
 # ---- Packages -------------------------------------------------------------
 if [ "$STAGED" -eq 0 ]; then
@@ -482,6 +505,24 @@ if [ -e "$(d "$CONF")" ]; then
 # rejected bodies), outside the archive. At its next start dlsrv moves the old
 # commands/ and rejected/ from data_dir here (docs/migration.md).
 state_dir = "$STATE_DIR"
+END_OF_KEY
+        run install -m 0640 "$TMP" "$(d "$CONF")"
+        [ "$STAGED" -eq 1 ] || run chgrp "$SERVICE_USER" "$CONF"
+        SERVICE_CHANGED=1
+    fi
+    if ! grep -q "^[[:space:]]*station_access[[:space:]]*=" "$(d "$CONF")"; then
+        # From before station_access: keep what it did (every login for every
+        # station) until the operator has filled the logins file.
+        warn "$(d "$CONF") has no station_access: adding station_access = \"any\", as before; fill $LOGINS and set \"map\" (docs/migration.md)"
+        new_tmp
+        cat "$(d "$CONF")" >"$TMP"
+        cat >>"$TMP" <<END_OF_KEY
+
+# Added by install.sh: every login may still speak for every station, as before
+# this key existed. Fill $LOGINS (install.sh --add-logger LOGIN --station ID)
+# and set station_access = "map" (docs/migration.md).
+station_access = "any"
+logins_file = "$LOGINS"
 END_OF_KEY
         run install -m 0640 "$TMP" "$(d "$CONF")"
         [ "$STAGED" -eq 1 ] || run chgrp "$SERVICE_USER" "$CONF"
@@ -626,6 +667,44 @@ for name in $LOGGERS; do
 done
 # Not needed past this point; keep it out of every command run below.
 unset LOGGER_PASSWORD
+
+# ---- Which stations each login speaks for ---------------------------------
+step "Logins file $(d "$LOGINS")"
+if [ -e "$(d "$LOGINS")" ]; then
+    info "exists, kept"
+else
+    new_tmp
+    cat >"$TMP" <<'END_OF_LOGINS'
+# dlsrv: which stations each logger login may speak for (station_access = "map").
+# One line per login of /etc/nginx/.htpasswd; a trailing * matches every station id
+# with that prefix. Checked by `dlsrv check-config`; re-read on `systemctl reload dlsrv`.
+# Maintained by install.sh --add-logger LOGIN --station ID [--station ID ...].
+#
+#   "dl001" = ["0000452891", "0000452892"]
+#   "dl002" = ["0077*"]
+[logins]
+END_OF_LOGINS
+    run install -m 0640 "$TMP" "$(d "$LOGINS")"
+    [ "$STAGED" -eq 1 ] || run chgrp "$SERVICE_USER" "$LOGINS"
+fi
+LOGINS_CHANGED=0
+for entry in $LOGGER_STATIONS; do
+    name=${entry%%=*}
+    ids=${entry#*=}
+    if [ -z "$ids" ]; then
+        grep -q "^\"$name\" = " "$(d "$LOGINS")" ||
+            warn "login $name speaks for no station in $LOGINS: add --station ID (with station_access = \"map\" it is refused 403)"
+        continue
+    fi
+    line="\"$name\" = [$(printf '%s' "$ids" | sed 's/[^,][^,]*/"&"/g; s/,/, /g')]"
+    new_tmp
+    grep -v "^\"$name\" = " "$(d "$LOGINS")" >"$TMP" || true
+    printf '%s\n' "$line" >>"$TMP"
+    info "$name: $line"
+    run install -m 0640 "$TMP" "$(d "$LOGINS")"
+    [ "$STAGED" -eq 1 ] || run chgrp "$SERVICE_USER" "$LOGINS"
+    LOGINS_CHANGED=1
+done
 # Readable by NGINX's workers, by nobody else.
 if [ "$STAGED" -eq 0 ] && [ "$(stat -c %U:%G:%a "$HTPASSWD")" != "root:$NGINX_GROUP:640" ]; then
     run chown "root:$NGINX_GROUP" "$HTPASSWD"
@@ -735,6 +814,11 @@ if ! run systemctl "$START" dlsrv.service; then
     journalctl -u dlsrv.service -n 30 --no-pager >&2 || true
     die "dlsrv.service did not start (see above, and: systemctl status dlsrv)"
 fi
+if [ "$START" = start ] && [ "$LOGINS_CHANGED" -eq 1 ]; then
+    # Already running with the old map (start was a no-op): re-read it.
+    info "logins file changed: reloading dlsrv"
+    run systemctl reload dlsrv.service || warn "could not reload dlsrv; run: systemctl reload dlsrv"
+fi
 info "dlsrv.service: $(systemctl is-active dlsrv.service)"
 
 step "Testing and reloading NGINX"
@@ -769,6 +853,6 @@ cat <<EOF
       curl -s -o /dev/null -w '%{http_code}\n' https://$SERVER_NAME/server-status   # 204
       curl -u LOGGER --data-binary @FILE 'https://$SERVER_NAME/ott/?stationid=0000000001&action=senddata'
     (add --cacert $CERT to curl for a self-signed certificate)
-    Add a logger:   $0 --add-logger NAME
+    Add a logger:   $0 --add-logger NAME --station ID [--station ID ...]
     Archive:        $DATA_DIR    Config: $CONF    Site: $SITE
 EOF

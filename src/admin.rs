@@ -1,13 +1,17 @@
 //! `dlsrv commands …`: the operators' side of the command queue (see
 //! [`crate::queue`]) in `state_dir`. Run it as the service user, or as
-//! root: files it creates as root are handed to the owner of `state_dir`,
-//! so the service can move them. `list` only reads.
+//! root: it then becomes the owner of `state_dir` (its group, then its
+//! user) before it touches anything there, so what it creates belongs to
+//! the service and a link planted in the queue reaches no more than the
+//! service could. Nothing is chowned, no link inside the queue is
+//! followed. `list` only reads, and prints what loggers sent (ack reasons)
+//! with control characters escaped.
 
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use crate::cli::CommandsAction;
 use crate::config::Config;
@@ -17,6 +21,14 @@ use crate::request::StationId;
 
 /// Runs one operator command; returns what to print.
 pub(crate) fn run(config: &Config, action: &CommandsAction) -> anyhow::Result<String> {
+    // The operator's own input is read with the operator's rights.
+    let input = match action {
+        CommandsAction::Add { file, .. } => {
+            Some(std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?)
+        }
+        _ => None,
+    };
+    become_owner_of(&config.state_dir)?;
     let open = || {
         let options = Options {
             temp_suffix: &config.temp_suffix,
@@ -30,12 +42,10 @@ pub(crate) fn run(config: &Config, action: &CommandsAction) -> anyhow::Result<St
     let output = match action {
         CommandsAction::Add { station, file } => {
             let station = station_id(station)?;
-            let doc =
-                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let doc = input.unwrap_or_default();
             let store = open()?;
             let id = queue::enqueue(&store, &station, &doc, now)
                 .with_context(|| format!("{} not queued", file.display()))?;
-            adopt(&store, &station)?;
             format!("queued {id} for {station}\n")
         }
         CommandsAction::List { station } => {
@@ -49,14 +59,12 @@ pub(crate) fn run(config: &Config, action: &CommandsAction) -> anyhow::Result<St
             let station = station_id(station)?;
             let store = open()?;
             queue::cancel(&store, &station, id)?;
-            adopt(&store, &station)?;
             format!("cancelled {id} for {station}\n")
         }
         CommandsAction::Requeue { station, id } => {
             let station = station_id(station)?;
             let store = open()?;
             queue::requeue(&store, &station, id)?;
-            adopt(&store, &station)?;
             format!("queued {id} again for {station}\n")
         }
     };
@@ -73,30 +81,40 @@ pub(crate) fn render(entries: &[Entry]) -> String {
         return "no queued documents\n".to_owned();
     }
     let mut out = format!(
-        "{:<12} {:<23} {:<9} {:<26} {:<11} ACKS\n",
-        "STATION", "ID", "STATE", "SENT", "DOCUMENT"
+        "{:<12} {:<23} {:<9} {:<26} {:>5} {:<11} ACKS\n",
+        "STATION", "ID", "STATE", "SENT", "TIMES", "DOCUMENT"
     );
+    // Anything read from the queue may hold what a logger sent: escaped.
+    let shown = |text: &str| crate::actions::printable(text, 512);
     for e in entries {
         let (state, sent) = match &e.state {
             State::Pending => ("pending", "-".to_owned()),
-            State::Sent { at } => ("sent", at.clone().unwrap_or_else(|| "?".to_owned())),
+            State::Sent { at } => ("sent", at.as_deref().map_or_else(|| "?".to_owned(), shown)),
             State::Cancelled => ("cancelled", "-".to_owned()),
         };
         let acks: Vec<String> = e
             .ack_ids
             .iter()
-            .map(|id| match e.acks.iter().find(|(ack, _, _)| ack == id) {
-                Some((_, status, reason)) if reason.is_empty() => format!("{id} {status}"),
-                Some((_, status, reason)) => format!("{id} {status}: {reason}"),
-                None => format!("{id} -"),
+            .map(|id| {
+                let id = shown(id);
+                match e.acks.iter().find(|(ack, _, _)| shown(ack) == id) {
+                    Some((_, status, reason)) if reason.is_empty() => {
+                        format!("{id} {}", shown(status))
+                    }
+                    Some((_, status, reason)) => {
+                        format!("{id} {}: {}", shown(status), shown(reason))
+                    }
+                    None => format!("{id} -"),
+                }
             })
             .collect();
         let _ = writeln!(
             out,
-            "{:<12} {:<23} {state:<9} {sent:<26} {:<11} {}",
+            "{:<12} {:<23} {state:<9} {sent:<26} {:>5} {:<11} {}",
             e.station,
             e.id,
-            e.root,
+            e.sends,
+            shown(&e.root),
             if acks.is_empty() {
                 "-".to_owned()
             } else {
@@ -107,34 +125,32 @@ pub(crate) fn render(entries: &[Entry]) -> String {
     out
 }
 
-/// Gives what root created in the station's queue to the owner of the
-/// state directory (the service user), so the service can move it.
-fn adopt(store: &DurableDir, station: &StationId) -> anyhow::Result<()> {
+/// Run as root, becomes the owner of `state_dir` (supplementary groups,
+/// group, then user), so nothing in it is touched with root's rights. A
+/// `state_dir` that is a symbolic link is refused; one owned by root (or
+/// not there yet) leaves root as it is.
+fn become_owner_of(state_dir: &Path) -> anyhow::Result<()> {
+    use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
     if !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
-    let owner = std::fs::metadata(store.root()).context("cannot stat state_dir")?;
-    if owner.uid() == 0 {
+    let meta = match std::fs::symlink_metadata(state_dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot stat {}", state_dir.display())),
+    };
+    if meta.file_type().is_symlink() {
+        bail!(
+            "state_dir {} is a symbolic link; as root, give its real path",
+            state_dir.display()
+        );
+    }
+    if meta.uid() == 0 {
         return Ok(());
     }
-    let (uid, gid) = (
-        Some(nix::unistd::Uid::from_raw(owner.uid())),
-        Some(nix::unistd::Gid::from_raw(owner.gid())),
-    );
-    let chown = |p: &Path| {
-        nix::unistd::chown(p, uid, gid).with_context(|| format!("cannot chown {}", p.display()))
-    };
-    let base = store.root().join(crate::layout::COMMANDS);
-    chown(&base)?;
-    let dir = base.join(station.as_str());
-    chown(&dir)?;
-    for state in std::fs::read_dir(&dir)?.flatten() {
-        chown(&state.path())?;
-        for file in std::fs::read_dir(state.path())?.flatten() {
-            if file.file_type()?.is_file() {
-                chown(&file.path())?;
-            }
-        }
-    }
+    let (uid, gid) = (Uid::from_raw(meta.uid()), Gid::from_raw(meta.gid()));
+    setgroups(&[gid]).context("cannot drop root's groups")?;
+    setgid(gid).with_context(|| format!("cannot become group {gid}"))?;
+    setuid(uid).with_context(|| format!("cannot become user {uid}, the owner of state_dir"))?;
     Ok(())
 }

@@ -120,6 +120,15 @@ fn serve(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async {
         let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        let reloading = state.clone();
+        tokio::spawn(async move {
+            while sighup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: reloading the logins file");
+                let state = reloading.clone();
+                let _ = tokio::task::spawn_blocking(move || state.reload_access()).await;
+            }
+        });
         let (socket, socket_file) = listener::listen(&state.config)?;
         let path = socket_file.as_ref().map(|f| f.path().display().to_string());
         tracing::info!(
@@ -130,10 +139,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
             "dlsrv ready"
         );
         systemd::notify_or_log("READY=1");
-        // Filling the catalog from the archive can take long on an upgrade: after READY.
-        state.catch_up_in_background();
+        // Scanning for stale temp files and filling the catalog read the
+        // whole archive, long on a big one: after READY, while serving.
+        let _start_up = state.start_up_work();
         if let Some(interval) = systemd::watchdog_interval() {
-            tokio::spawn(systemd::watchdog(interval));
+            tokio::spawn(systemd::watchdog(interval, state.clone()));
         }
         let shutdown = async move {
             tokio::select! {

@@ -71,6 +71,39 @@ pub struct Config {
     pub retry_after_secs: u64,
     /// tracing filter: a level (`info`) or directives (`dlsrv=debug,hyper=info`).
     pub log_level: String,
+    /// Who may speak for which station: `any`, `login` or `map`.
+    pub station_access: StationAccess,
+    /// The logins file of `station_access = "map"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logins_file: Option<PathBuf>,
+    /// Bytes of request bodies held in memory at once, all requests together.
+    pub max_inflight_body_bytes: u64,
+    /// Seconds a request waits for room in that budget before a 503.
+    pub inflight_wait_secs: u64,
+    /// Connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Seconds an upload may take as a whole (besides the pause between reads).
+    pub upload_deadline_secs: u64,
+    /// Bytes of rejected bodies kept in `state_dir`; beyond, refused bodies are not kept.
+    pub rejected_max_bytes: u64,
+    /// Free bytes the archive's file system keeps: below, stores answer 503.
+    pub min_free_bytes: u64,
+    /// Free inodes the archive's file system keeps: below, stores answer 503.
+    pub min_free_inodes: u64,
+    /// Seconds after which a command handed out and not acknowledged is handed out again.
+    pub command_ack_timeout_secs: u64,
+}
+
+/// Who may speak for which station (see `access`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StationAccess {
+    /// Every login for every station.
+    Any,
+    /// The login must equal the `stationid`.
+    Login,
+    /// `logins_file` maps logins to stations.
+    Map,
 }
 
 impl Default for Config {
@@ -82,7 +115,7 @@ impl Default for Config {
             listen_backlog: 1024,
             data_dir: PathBuf::from("./data"),
             state_dir: PathBuf::from("./state"),
-            max_body_bytes: 16 * 1024 * 1024,
+            max_body_bytes: 4 * 1024 * 1024,
             max_upload_bytes: 64 * 1024 * 1024,
             duplicate_window_days: 7,
             downloads_dir: PathBuf::from("./downloads"),
@@ -96,6 +129,16 @@ impl Default for Config {
             stale_temp_age_secs: 3600,
             retry_after_secs: 60,
             log_level: "info".to_owned(),
+            station_access: StationAccess::Any,
+            logins_file: None,
+            max_inflight_body_bytes: 64 * 1024 * 1024,
+            inflight_wait_secs: 5,
+            max_connections: 2048,
+            upload_deadline_secs: 600,
+            rejected_max_bytes: 256 * 1024 * 1024,
+            min_free_bytes: 1024 * 1024 * 1024,
+            min_free_inodes: 50_000,
+            command_ack_timeout_secs: 86_400,
         }
     }
 }
@@ -103,12 +146,29 @@ impl Default for Config {
 impl Config {
     /// Loads defaults, then `file` (which must exist when given), then the
     /// `DLSRV_*` environment, and validates the result.
+    ///
+    /// `station_access` defaults to `"any"` only without a file: a
+    /// configuration file that does not say is taken as `"map"`.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
-        let config: Config = Self::figment(file)?
+        let figment = Self::figment(file)?;
+        let mut config: Config = figment
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let said = Self::without_defaults(file)?.contains("station_access");
+        if file.is_some() && !said {
+            config.station_access = StationAccess::Map;
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// The file and the environment alone, to see what they say themselves.
+    fn without_defaults(file: Option<&Path>) -> anyhow::Result<Figment> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        Ok(figment.merge(Env::prefixed(ENV_PREFIX).ignore(&["config", "socket_mode"])))
     }
 
     /// The providers, in order of precedence (last wins).
@@ -231,6 +291,36 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| anyhow::anyhow!("log_level: {:?}: {e}", self.log_level))?;
+        match (self.station_access, &self.logins_file) {
+            (StationAccess::Map, None) => bail!("station_access: \"map\" needs logins_file"),
+            (StationAccess::Map, Some(file)) => {
+                crate::access::read_logins(file)?;
+            }
+            _ => {}
+        }
+        let body_room = self.max_body_bytes.saturating_add(256 * 1024);
+        if self.max_inflight_body_bytes < body_room {
+            bail!(
+                "max_inflight_body_bytes: {} leaves no room for one body of max_body_bytes ({}); give at least {body_room}",
+                self.max_inflight_body_bytes,
+                self.max_body_bytes
+            );
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            bail!(
+                "max_connections: {} is not in 1..=1000000",
+                self.max_connections
+            );
+        }
+        for (key, secs) in [
+            ("inflight_wait_secs", self.inflight_wait_secs),
+            ("upload_deadline_secs", self.upload_deadline_secs),
+            ("command_ack_timeout_secs", self.command_ack_timeout_secs),
+        ] {
+            if secs == 0 || secs > 86_400 * 30 {
+                bail!("{key}: {secs} is not in 1..=2592000 seconds");
+            }
+        }
         Ok(())
     }
 
@@ -362,7 +452,8 @@ mod tests {
             assert_eq!(c.data_dir, PathBuf::from("./data"));
             assert_eq!(c.state_dir, PathBuf::from("./state"));
             assert_eq!(c.socket_mode, FileMode(0o660));
-            assert_eq!(c.max_body_bytes, 16 * 1024 * 1024);
+            assert_eq!(c.max_body_bytes, 4 * 1024 * 1024);
+            assert_eq!(c.station_access, StationAccess::Any, "no file: any");
             assert_eq!(c.temp_suffix, ".tmp");
             assert_eq!(c.durability, Durability::Fsync);
             Ok(())
@@ -379,6 +470,7 @@ mod tests {
                 data_dir = "/srv/ott"
                 socket_mode = "0600"
                 max_body_bytes = 1000
+                station_access = "login"
                 "#,
             )?;
             jail.set_env("DLSRV_DATA_DIR", "/var/lib/dlsrv");
@@ -389,6 +481,7 @@ mod tests {
             assert_eq!(c.data_dir, PathBuf::from("/var/lib/dlsrv"));
             assert_eq!(c.socket_mode, FileMode(0o640), "env wins and is octal");
             assert_eq!(c.max_body_bytes, 1000);
+            assert_eq!(c.station_access, StationAccess::Login);
             Ok(())
         });
     }
@@ -408,10 +501,17 @@ mod tests {
         assert!(load_err("", &[("DLSRV_SOCKET_MODE", "0668")]).contains("socket_mode"));
     }
 
+    /// The error of loading `toml` (access given unless the test is about it).
     fn load_err(toml: &str, env: &[(&str, &str)]) -> String {
         let mut msg = String::new();
+        let toml = if toml.contains("station_access") || toml.contains("logins") {
+            toml.to_owned()
+        } else {
+            format!("station_access = \"any\"\n{toml}")
+        };
         Jail::expect_with(|jail| {
-            jail.create_file("c.toml", toml)?;
+            jail.create_file("c.toml", &toml)?;
+            jail.create_file("bad-logins.toml", "[logins]\nx = []\n")?;
             for (k, v) in env {
                 jail.set_env(k, v);
             }
@@ -443,6 +543,17 @@ mod tests {
         );
         assert!(load_err("socket_group = \"no-such-group-xyz\"\n", &[]).contains("socket_group"));
         assert!(load_err("state_dir = \"./data\"\n", &[]).contains("state_dir"));
+        assert!(load_err("max_connections = 0\n", &[]).contains("max_connections"));
+        assert!(
+            load_err("max_inflight_body_bytes = 1000\n", &[]).contains("max_inflight_body_bytes")
+        );
+        assert!(load_err("station_access = \"everyone\"\n", &[]).contains("station_access"));
+        assert!(load_err("station_access = \"map\"\n", &[]).contains("logins_file"));
+        assert!(
+            load_err("logins_file = \"bad-logins.toml\"\n", &[]).contains("line 2"),
+            "a file means map"
+        );
+        assert!(load_err("", &[("DLSRV_STATION_ACCESS", "map")]).contains("logins_file"));
         assert!(load_err("state_dir = \"./data/state\"\n", &[]).contains("inside data_dir"));
         assert!(load_err("state_dir = \"data/../data/x\"\n", &[]).contains("inside data_dir"));
         assert!(

@@ -19,6 +19,10 @@ pub(crate) enum RequestError {
     BadQuery(String),
     #[error("bad stationid: {0}")]
     BadStationId(&'static str),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("the service is busy, retry later ({0})")]
+    Busy(&'static str),
     #[error("unknown action {0:?}")]
     UnknownAction(String),
     #[error("empty body")]
@@ -33,6 +37,8 @@ pub(crate) enum RequestError {
     BodyTooLarge { limit: u64 },
     #[error("body not received within {secs} s of the last data")]
     BodyTimeout { secs: u64 },
+    #[error("upload not received within {secs} s (upload_deadline_secs)")]
+    UploadDeadline { secs: u64 },
     #[error("body could not be read: {0}")]
     BodyRead(String),
     #[error("could not store the transmission, retry later")]
@@ -48,6 +54,8 @@ impl RequestError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             RequestError::NotFound => StatusCode::NOT_FOUND,
+            RequestError::Forbidden(_) => StatusCode::FORBIDDEN,
+            RequestError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::BadQuery(_)
             | RequestError::BadStationId(_)
@@ -58,7 +66,9 @@ impl RequestError {
             | RequestError::BodyRead(_) => StatusCode::BAD_REQUEST,
             RequestError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            RequestError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            RequestError::BodyTimeout { .. } | RequestError::UploadDeadline { .. } => {
+                StatusCode::REQUEST_TIMEOUT
+            }
             RequestError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -69,9 +79,15 @@ impl RequestError {
         match self {
             RequestError::MethodNotAllowed { allow } => vec![("allow", (*allow).to_owned())],
             RequestError::Store(_) => vec![("retry-after", retry_after_secs.to_string())],
+            // Busy may leave part of a body unread: the connection ends too.
+            RequestError::Busy(_) => vec![
+                ("retry-after", retry_after_secs.to_string()),
+                ("connection", "close".to_owned()),
+            ],
             // The rest of the body was never read: the connection cannot be reused.
             RequestError::BodyTooLarge { .. }
             | RequestError::BodyTimeout { .. }
+            | RequestError::UploadDeadline { .. }
             | RequestError::BodyRead(_) => vec![("connection", "close".to_owned())],
             _ => Vec::new(),
         }
@@ -101,7 +117,9 @@ mod tests {
             RequestError::EmptyBody,
             RequestError::BodyTooLarge { limit: 1 },
             RequestError::BodyTimeout { secs: 1 },
+            RequestError::UploadDeadline { secs: 1 },
             RequestError::BodyRead("x".into()),
+            RequestError::Forbidden("x".into()),
         ];
         for e in &client {
             assert!(e.status().is_client_error(), "{e:?}");
@@ -110,6 +128,9 @@ mod tests {
         let store = RequestError::store(io::Error::other("disk full"));
         assert_eq!(store.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(store.headers(60), vec![("retry-after", "60".to_owned())]);
+        let busy = RequestError::Busy("x");
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(busy.headers(60).contains(&("retry-after", "60".to_owned())));
         assert_eq!(
             store.reason(),
             "could not store the transmission, retry later: disk full"

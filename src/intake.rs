@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::actions::{Action, Delivered, Kind};
 use crate::archive::Stored;
+use crate::budget::Reservation;
 use crate::catalog::Row;
 use crate::decode::{Decoder, Encoding};
 use crate::durable::TempFile;
@@ -67,26 +68,28 @@ pub(crate) struct Intake {
 
 enum Body {
     /// Held whole and not encoded: nothing to decode or copy.
-    Whole(Bytes),
-    /// Held whole and encoded: decoded into memory at the end.
-    Encoded(Bytes),
+    Whole(Bytes, Reservation),
+    /// Held whole and encoded: decoded into memory at the end, the decoded
+    /// bytes covered by the same reservation.
+    Encoded(Bytes, Reservation),
     /// Arriving in pieces, decoded into a temp file as it comes.
     Streaming(Box<Decoder<Sink>>),
 }
 
 impl Intake {
-    /// A body read whole into memory (the XML actions).
+    /// A body read whole into memory (the XML actions), `held` covering it.
     pub(crate) fn whole(
         state: &AppState,
         action: Action,
         station: StationId,
         encoding: Encoding,
         raw: Bytes,
+        held: Reservation,
     ) -> Intake {
         let limit = action.body_limit(&state.config);
         let body = match encoding {
-            Encoding::Identity => Body::Whole(raw),
-            _ => Body::Encoded(raw),
+            Encoding::Identity => Body::Whole(raw, held),
+            _ => Body::Encoded(raw, held),
         };
         Intake {
             action,
@@ -123,7 +126,7 @@ impl Intake {
     /// Takes the next piece of a streamed body.
     pub(crate) fn feed(&mut self, data: &[u8]) -> Result<(), RequestError> {
         match &mut self.body {
-            Body::Whole(_) | Body::Encoded(_) => Err(RequestError::store(io::Error::other(
+            Body::Whole(..) | Body::Encoded(..) => Err(RequestError::store(io::Error::other(
                 "internal: a whole body fed in pieces",
             ))),
             Body::Streaming(decoder) => decoder
@@ -145,8 +148,11 @@ impl Intake {
             limit,
             body,
         } = self;
+        // Released when this returns: the memory it covers is gone by then.
+        let _held: Option<Reservation>;
         let (content, sha256, bytes) = match body {
-            Body::Whole(raw) => {
+            Body::Whole(raw, held) => {
+                _held = Some(held);
                 if raw.len() as u64 > limit {
                     return Err(RequestError::BodyTooLarge { limit }.into());
                 }
@@ -154,8 +160,8 @@ impl Intake {
                 let len = raw.len() as u64;
                 (Content::Memory(raw), sha256, len)
             }
-            Body::Encoded(raw) => {
-                let mut decoder = Decoder::new(encoding, Sink::memory(limit));
+            Body::Encoded(raw, held) => {
+                let mut decoder = Decoder::new(encoding, Sink::memory(limit, held));
                 let sink = match decoder.write_all(&raw).and_then(|()| decoder.finish()) {
                     Ok(sink) => sink,
                     // Kept as it arrived: it could not be decoded.
@@ -168,12 +174,18 @@ impl Intake {
                         });
                     }
                 };
-                sink.into_content()
+                let (content, sha256, bytes, held) = sink.into_content();
+                _held = held;
+                (content, sha256, bytes)
             }
-            Body::Streaming(decoder) => decoder
-                .finish()
-                .map_err(|e| failure(e, encoding))?
-                .into_content(),
+            Body::Streaming(decoder) => {
+                _held = None;
+                let (content, sha256, bytes, _) = decoder
+                    .finish()
+                    .map_err(|e| failure(e, encoding))?
+                    .into_content();
+                (content, sha256, bytes)
+            }
         };
         if bytes == 0 {
             return Err(RequestError::EmptyBody.into());
@@ -284,6 +296,7 @@ fn failure(e: io::Error, encoding: Encoding) -> RequestError {
         .and_then(|inner| inner.downcast_ref::<SinkFailure>())
     {
         Some(SinkFailure::TooLarge(limit)) => RequestError::BodyTooLarge { limit: *limit },
+        Some(SinkFailure::Busy(why)) => RequestError::Busy(why),
         Some(SinkFailure::Disk(message)) => {
             RequestError::store(io::Error::new(e.kind(), message.clone()))
         }
@@ -295,7 +308,8 @@ fn failure(e: io::Error, encoding: Encoding) -> RequestError {
 
 /// Where decoded bytes go.
 enum Target {
-    Memory(Vec<u8>),
+    /// In memory, every byte of capacity covered by the reservation.
+    Memory(Vec<u8>, Reservation),
     File(TempFile),
 }
 
@@ -304,6 +318,7 @@ enum Target {
 #[derive(Debug)]
 enum SinkFailure {
     TooLarge(u64),
+    Busy(&'static str),
     Disk(String),
 }
 
@@ -311,6 +326,7 @@ impl std::fmt::Display for SinkFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SinkFailure::TooLarge(limit) => write!(f, "body larger than {limit} bytes"),
+            SinkFailure::Busy(why) => f.write_str(why),
             SinkFailure::Disk(message) => f.write_str(message),
         }
     }
@@ -327,8 +343,8 @@ struct Sink {
 }
 
 impl Sink {
-    fn memory(limit: u64) -> Sink {
-        Sink::new(Target::Memory(Vec::new()), limit)
+    fn memory(limit: u64, held: Reservation) -> Sink {
+        Sink::new(Target::Memory(Vec::new(), held), limit)
     }
 
     fn file(temp: TempFile, limit: u64) -> Sink {
@@ -344,12 +360,18 @@ impl Sink {
         }
     }
 
-    fn into_content(self) -> (Content, String, u64) {
-        let content = match self.target {
-            Target::Memory(buf) => Content::Memory(Bytes::from(buf)),
-            Target::File(temp) => Content::File(temp),
+    /// The content, its SHA-256, its size and the reservation covering it.
+    fn into_content(self) -> (Content, String, u64, Option<Reservation>) {
+        let (content, held) = match self.target {
+            Target::Memory(buf, held) => (Content::Memory(Bytes::from(buf)), Some(held)),
+            Target::File(temp) => (Content::File(temp), None),
         };
-        (content, hex::encode(self.hasher.finalize()), self.written)
+        (
+            content,
+            hex::encode(self.hasher.finalize()),
+            self.written,
+            held,
+        )
     }
 }
 
@@ -362,7 +384,26 @@ impl Write for Sink {
             ));
         }
         match &mut self.target {
-            Target::Memory(v) => v.extend_from_slice(buf),
+            Target::Memory(v, held) => {
+                let needed = v.len() + buf.len();
+                if v.capacity() < needed {
+                    // Doubling, within the limit; covered before it is allocated.
+                    let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
+                    let capacity = (v.capacity() * 2).clamp(needed, limit.max(needed));
+                    if let Err(e) = held.try_cover(capacity as u64) {
+                        let why = match e {
+                            RequestError::Busy(why) => why,
+                            _ => "no room in max_inflight_body_bytes",
+                        };
+                        return Err(io::Error::new(
+                            io::ErrorKind::OutOfMemory,
+                            SinkFailure::Busy(why),
+                        ));
+                    }
+                    v.reserve_exact(capacity - v.len());
+                }
+                v.extend_from_slice(buf);
+            }
             Target::File(temp) => temp
                 .write_all(buf)
                 .map_err(|e| io::Error::new(e.kind(), SinkFailure::Disk(e.to_string())))?,

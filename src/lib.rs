@@ -10,7 +10,10 @@
 //! - `reqlog`: one span and one outcome event per request.
 //! - `request`: the query string: `stationid` and `action`, validated.
 //! - `actions`: what each action of the protocol does, one file each.
+//! - `access`: who may speak for which station (`station_access`, the logins file).
 //! - `body`: reading a body from hyper within size and time limits.
+//! - `budget`: the memory budget of request bodies (`max_inflight_body_bytes`).
+//! - `space`: room left on the file systems (`min_free_bytes`, `min_free_inodes`).
 //! - `intake`: the one pipeline of every POST: decode → check → dedup → store → catalog.
 //! - `decode`: the one `Content-Encoding` decoder (deflate, gzip), bounded.
 //! - `xml`: well-formedness, root element, `stationId`s, `Ack`s, in one pass.
@@ -25,7 +28,7 @@
 //! - `admin`: `dlsrv commands …`, the operators' side of the queue.
 //! - `downloads`: files for `getconfiguration`/`getfirmware`, confined to one directory.
 //! - `migrate`: moving an older installation's state out of `data_dir`.
-//! - `cleanup`: temp files left by a crash, removed at start.
+//! - `cleanup`: temp files left by a crash, removed after start.
 //! - `metrics`: `GET /metrics` (prometheus-client).
 //! - `response`: the OTT Response document and plain-text answers.
 //! - `error`: request failures and their status codes.
@@ -33,10 +36,12 @@
 //! - `logging`: journald or stderr.
 //! - `systemd`: readiness and watchdog notifications.
 
+pub(crate) mod access;
 pub(crate) mod actions;
 pub(crate) mod admin;
 pub(crate) mod archive;
 pub(crate) mod body;
+pub(crate) mod budget;
 pub(crate) mod catalog;
 pub(crate) mod cleanup;
 pub mod cli;
@@ -63,6 +68,7 @@ pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod routes;
 pub mod server;
+pub(crate) mod space;
 pub mod state;
 pub(crate) mod systemd;
 pub(crate) mod xml;

@@ -58,6 +58,11 @@ pub(crate) struct Metrics {
     /// Serialises the cap check of `stations` with the insert.
     station_cap: Mutex<()>,
     catalog_pending: Gauge,
+    body_memory: Gauge,
+    connections_open: Gauge,
+    connections_refused: Counter,
+    rejected_not_kept: Counter,
+    commands_resent: Counter,
     catalog_errors: Counter<u64, AtomicU64>,
     group_flushes: Counter<u64, AtomicU64>,
     max_stations: usize,
@@ -104,6 +109,11 @@ impl Metrics {
             stations_untracked: Counter::default(),
             station_cap: Mutex::new(()),
             catalog_pending: Gauge::default(),
+            body_memory: Gauge::default(),
+            connections_open: Gauge::default(),
+            connections_refused: Counter::default(),
+            rejected_not_kept: Counter::default(),
+            commands_resent: Counter::default(),
             catalog_errors: Counter::default(),
             group_flushes: Counter::default(),
             max_stations,
@@ -176,6 +186,31 @@ impl Metrics {
             "Catalog rows that failed to be written (each try; the archive is unaffected)",
             m.catalog_errors.clone(),
         );
+        registry.register(
+            "dlsrv_body_memory_bytes",
+            "Bytes of request bodies held in memory (of max_inflight_body_bytes)",
+            m.body_memory.clone(),
+        );
+        registry.register(
+            "dlsrv_connections_open",
+            "Connections being served",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "dlsrv_connections_refused",
+            "Connections answered 503 and closed at max_connections",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "dlsrv_rejected_not_kept",
+            "Refused bodies not kept: rejected_max_bytes reached",
+            m.rejected_not_kept.clone(),
+        );
+        registry.register(
+            "dlsrv_commands_resent",
+            "Commands handed out again after command_ack_timeout_secs without an acknowledgement",
+            m.commands_resent.clone(),
+        );
         if group {
             registry.register(
                 "dlsrv_group_commit_flushes",
@@ -226,6 +261,24 @@ impl Metrics {
         self.rejected.inc();
     }
 
+    pub(crate) fn rejected_not_kept(&self) {
+        self.rejected_not_kept.inc();
+    }
+
+    pub(crate) fn command_resent(&self) {
+        self.commands_resent.inc();
+    }
+
+    /// Connections open now.
+    pub(crate) fn connections(&self, open: usize) {
+        self.connections_open
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
     /// A transmission (stored or duplicate) from `station` at `at`.
     pub(crate) fn seen(&self, station: &str, at: DateTime<Utc>) {
         let labels = StationLabels {
@@ -244,10 +297,12 @@ impl Metrics {
         }
     }
 
-    /// The exposition text; `catalog_pending` is read at scrape time.
-    pub(crate) fn render(&self, catalog_pending: usize) -> String {
+    /// The exposition text; `catalog_pending` and `body_memory` are read at scrape time.
+    pub(crate) fn render(&self, catalog_pending: usize, body_memory: u64) -> String {
         self.catalog_pending
             .set(i64::try_from(catalog_pending).unwrap_or(i64::MAX));
+        self.body_memory
+            .set(i64::try_from(body_memory).unwrap_or(i64::MAX));
         let mut out = String::with_capacity(4096);
         if let Err(e) =
             prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
@@ -267,7 +322,7 @@ mod tests {
         let m = Metrics::new(2, true);
         {
             let _a = m.start_request();
-            assert!(m.render(0).contains("dlsrv_requests_in_flight 1"));
+            assert!(m.render(0, 0).contains("dlsrv_requests_in_flight 1"));
         }
         m.request("senddata", 200);
         m.request("senddata", 200);
@@ -279,7 +334,7 @@ mod tests {
         for s in ["a", "b", "c"] {
             m.seen(s, Utc::now());
         }
-        let text = m.render(3);
+        let text = m.render(3, 4096);
         for line in [
             "dlsrv_requests_total{action=\"senddata\",status=\"200\"} 2",
             "dlsrv_requests_total{action=\"senddata\",status=\"503\"} 1",
@@ -287,6 +342,10 @@ mod tests {
             "dlsrv_stored_bytes_total 44000",
             "dlsrv_duplicates_total 1",
             "dlsrv_rejected_total 1",
+            "dlsrv_body_memory_bytes 4096",
+            "dlsrv_connections_refused_total 0",
+            "dlsrv_rejected_not_kept_total 0",
+            "dlsrv_commands_resent_total 0",
             "dlsrv_requests_in_flight 0",
             "dlsrv_store_duration_seconds_bucket{le=\"0.002\"} 0",
             "dlsrv_store_duration_seconds_bucket{le=\"0.005\"} 1",
@@ -314,6 +373,6 @@ mod tests {
                 "{name} has no TYPE in\n{text}"
             );
         }
-        assert!(!Metrics::new(1, false).render(0).contains("group_commit"));
+        assert!(!Metrics::new(1, false).render(0, 0).contains("group_commit"));
     }
 }

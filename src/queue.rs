@@ -8,18 +8,30 @@
 //! ```text
 //! commands/<station>/pending/<id>.xml         queued, oldest id first
 //! commands/<station>/sent/<id>.xml            handed out (moved atomically)
-//! commands/<station>/sent/<id>.sent           when it was handed out
+//! commands/<station>/sent/<id>.sent           when it was handed out, one line per time
 //! commands/<station>/sent/<id>.ack-<ackId>    "OK <time>" or "FAIL <time>\n<reason>"
 //! commands/<station>/cancelled/<id>.xml       cancelled before it was sent
 //! ```
 //!
 //! Every change is an atomic, durable create or move ([`crate::durable`]),
 //! so several instances sharing the directory hand each document out once:
-//! the one whose move succeeds sends it.
+//! the one whose move succeeds sends it. A directory that is missing is
+//! created by the move; a failure after the move puts the document back.
+//!
+//! A document handed out but not acknowledged within
+//! `command_ack_timeout_secs` (no `.ack-*` record for any of its ackIds)
+//! goes back to `pending/` on the station's next `requestcommand` and is
+//! handed out again: an answer lost on a flaky link never loses a command.
+//! A document without any ackId cannot be acknowledged and is sent once.
+//!
+//! Nothing here follows a symbolic link: entries that are not regular files
+//! are skipped, and files are opened with `O_NOFOLLOW`.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
@@ -41,6 +53,17 @@ pub(crate) enum State {
     Cancelled,
 }
 
+/// A document handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Taken {
+    pub(crate) id: String,
+    pub(crate) doc: Vec<u8>,
+    /// How many times it has been handed out, this time included.
+    pub(crate) sends: usize,
+    /// Documents put back to pending first because they were not acknowledged in time.
+    pub(crate) overdue: usize,
+}
+
 /// One queued document, as `dlsrv commands list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {
@@ -51,6 +74,8 @@ pub(crate) struct Entry {
     pub(crate) ack_ids: Vec<String>,
     /// `(ackId, status, reason)` as acknowledged by the logger.
     pub(crate) acks: Vec<(String, String, String)>,
+    /// How many times it was handed out.
+    pub(crate) sends: usize,
 }
 
 /// What became of one `Ack` of an acknowledgement.
@@ -133,19 +158,24 @@ pub(crate) fn enqueue(
 }
 
 /// Hands out the oldest pending document of `station`, marking it sent at
-/// `now`. `None` when nothing is pending.
+/// `now`, after putting back to pending what was handed out more than
+/// `ack_timeout` ago and never acknowledged. `None` when nothing is pending.
+/// An error after the document was taken puts it back.
 pub(crate) fn take_next(
     store: &DurableDir,
     station: &str,
     now: DateTime<Utc>,
-) -> io::Result<Option<(String, Vec<u8>)>> {
+    ack_timeout: Duration,
+) -> io::Result<Option<Taken>> {
     let pending = store.root().join(station_dir(station)).join(PENDING);
     let sent = store.root().join(station_dir(station)).join(SENT);
+    let overdue = requeue_overdue(store, &pending, &sent, now, ack_timeout)?;
     for id in ids_in(&pending)? {
         let name = format!("{id}.xml");
         match store.move_noreplace(&pending.join(&name), &sent.join(&name)) {
             Ok(()) => {}
-            // Another instance took it (or a stale copy was requeued): next one.
+            // Another instance took it (the destination directory exists:
+            // the move creates it), or a copy is already sent: next one.
             Err(e)
                 if matches!(
                     e.kind(),
@@ -156,16 +186,119 @@ pub(crate) fn take_next(
             }
             Err(e) => return Err(e),
         }
-        let stamp = format!("{}\n", iso_time(now));
-        store.replace(
-            &station_dir(station).join(SENT),
-            &format!("{id}.sent"),
-            stamp.as_bytes(),
-        )?;
-        let doc = fs::read(sent.join(&name))?;
-        return Ok(Some((id, doc)));
+        let handed = (|| {
+            let mut stamps = read_nofollow(&sent.join(format!("{id}.sent")))
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            stamps.push_str(&iso_time(now));
+            stamps.push('\n');
+            store.replace(
+                &station_dir(station).join(SENT),
+                &format!("{id}.sent"),
+                stamps.as_bytes(),
+            )?;
+            let doc = read_nofollow(&sent.join(&name))?;
+            Ok::<_, io::Error>((doc, stamps.lines().count()))
+        })();
+        return match handed {
+            Ok((doc, sends)) => Ok(Some(Taken {
+                id,
+                doc,
+                sends,
+                overdue,
+            })),
+            Err(e) => {
+                // Not handed out after all: pending again, for the next request.
+                if let Err(back) = store.move_noreplace(&sent.join(&name), &pending.join(&name)) {
+                    tracing::error!(
+                        command = id.as_str(),
+                        error = %back,
+                        "cannot put command {id} back to pending after a failure; requeue it with `dlsrv commands requeue`"
+                    );
+                }
+                Err(e)
+            }
+        };
     }
     Ok(None)
+}
+
+/// Moves the sent documents of one station that nobody acknowledged within
+/// `timeout` back to pending; returns how many.
+fn requeue_overdue(
+    store: &DurableDir,
+    pending: &Path,
+    sent: &Path,
+    now: DateTime<Utc>,
+    timeout: Duration,
+) -> io::Result<usize> {
+    let Ok(timeout) = chrono::Duration::from_std(timeout) else {
+        return Ok(0);
+    };
+    let mut moved = 0;
+    for id in ids_in(sent)? {
+        let last_sent = read_nofollow(&sent.join(format!("{id}.sent")))
+            .ok()
+            .and_then(|b| {
+                let text = String::from_utf8_lossy(&b).into_owned();
+                text.lines().last().and_then(layout::parse_time)
+            });
+        let Some(last_sent) = last_sent else { continue };
+        if now - last_sent < timeout || acknowledged(sent, &id) {
+            continue;
+        }
+        let Ok(doc) = read_nofollow(&sent.join(format!("{id}.xml"))) else {
+            continue;
+        };
+        match xml::inspect(&doc) {
+            Ok(summary) if !summary.ack_ids.is_empty() => {}
+            _ => continue, // nothing could ever acknowledge it
+        }
+        let name = format!("{id}.xml");
+        match store.move_noreplace(&sent.join(&name), &pending.join(&name)) {
+            Ok(()) => {
+                moved += 1;
+                tracing::warn!(
+                    command = id.as_str(),
+                    last_sent = %iso_time(last_sent),
+                    "command {id} was not acknowledged within command_ack_timeout_secs: handing it out again"
+                );
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(moved)
+}
+
+/// Has any ackId of sent document `id` been acknowledged?
+fn acknowledged(sent: &Path, id: &str) -> bool {
+    let prefix = format!("{id}.ack-");
+    fs::read_dir(sent).into_iter().flatten().flatten().any(|e| {
+        e.file_name().to_string_lossy().starts_with(&prefix)
+            && e.file_type().is_ok_and(|t| t.is_file())
+    })
+}
+
+/// A regular file's content, never through a symbolic link.
+fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    let mut out = Vec::new();
+    file.read_to_end(&mut out)?;
+    Ok(out)
 }
 
 /// Records each `Ack` against the sent document carrying its `ackId`. For
@@ -181,7 +314,7 @@ pub(crate) fn record_acks(
     let documents: Vec<(String, Vec<String>)> = ids_in(&sent)?
         .into_iter()
         .filter_map(|id| {
-            let doc = fs::read(sent.join(format!("{id}.xml"))).ok()?;
+            let doc = read_nofollow(&sent.join(format!("{id}.xml"))).ok()?;
             Some((id, xml::inspect(&doc).ok()?.ack_ids))
         })
         .collect();
@@ -201,9 +334,12 @@ pub(crate) fn record_acks(
             outcomes.push(AckOutcome::Known { id: id.clone() });
             continue;
         }
-        let mut record = format!("{} {}\n", ack.status.to_ascii_uppercase(), iso_time(now));
+        // What the logger sent, control characters escaped: one line each.
+        let status =
+            crate::actions::printable(&ack.status.to_ascii_uppercase(), 16).replace(' ', "_");
+        let mut record = format!("{status} {}\n", iso_time(now));
         if !ack.reason.is_empty() {
-            record.push_str(&ack.reason);
+            record.push_str(&crate::actions::printable(&ack.reason, 4096));
             record.push('\n');
         }
         store.replace(&station_dir(station).join(SENT), &name, record.as_bytes())?;
@@ -237,14 +373,21 @@ pub(crate) fn list(state_dir: &Path, station: Option<&StationId>) -> io::Result<
         let dir = base.join(&station);
         for (sub, state_of) in [(PENDING, 0), (SENT, 1), (CANCELLED, 2)] {
             for id in ids_in(&dir.join(sub))? {
-                let doc = fs::read(dir.join(sub).join(format!("{id}.xml"))).unwrap_or_default();
+                let doc =
+                    read_nofollow(&dir.join(sub).join(format!("{id}.xml"))).unwrap_or_default();
                 let summary = xml::inspect(&doc).unwrap_or_default();
+                let stamps = read_nofollow(&dir.join(SENT).join(format!("{id}.sent")))
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                let sends = if state_of == 2 {
+                    0
+                } else {
+                    stamps.lines().count()
+                };
                 let state = match state_of {
                     0 => State::Pending,
                     1 => State::Sent {
-                        at: fs::read_to_string(dir.join(SENT).join(format!("{id}.sent")))
-                            .ok()
-                            .map(|s| s.trim().to_owned()),
+                        at: stamps.lines().last().map(|s| s.trim().to_owned()),
                     },
                     _ => State::Cancelled,
                 };
@@ -260,6 +403,7 @@ pub(crate) fn list(state_dir: &Path, station: Option<&StationId>) -> io::Result<
                     root: summary.root,
                     ack_ids: summary.ack_ids,
                     acks,
+                    sends,
                 });
             }
         }
@@ -272,7 +416,8 @@ fn read_acks(sent: &Path, id: &str, ack_ids: &[String]) -> Vec<(String, String, 
     ack_ids
         .iter()
         .filter_map(|ack_id| {
-            let text = fs::read_to_string(sent.join(format!("{id}.ack-{ack_id}"))).ok()?;
+            let text = read_nofollow(&sent.join(format!("{id}.ack-{ack_id}"))).ok()?;
+            let text = String::from_utf8_lossy(&text).into_owned();
             let (head, reason) = text.split_once('\n').unwrap_or((&text, ""));
             let status = head.split_whitespace().next().unwrap_or("").to_owned();
             Some((ack_id.clone(), status, reason.trim().to_owned()))
@@ -334,6 +479,8 @@ fn ids_in(dir: &Path) -> io::Result<Vec<String>> {
     };
     let mut ids: Vec<String> = entries
         .filter_map(Result::ok)
+        // Regular files only: a link planted in the queue is not a document.
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .filter_map(|e| {
             e.file_name()
                 .to_string_lossy()
@@ -359,6 +506,8 @@ mod tests {
             .expect("valid")
     }
 
+    const DAY: Duration = Duration::from_secs(86_400);
+
     fn station() -> StationId {
         StationId::parse(b"0000452891").expect("valid")
     }
@@ -383,16 +532,22 @@ mod tests {
         let second = enqueue(&store, &station(), query, t(1)).expect("same time, next id");
         assert!(first < second);
 
-        let (id, doc) = take_next(&store, "0000452891", t(5))
+        let taken = take_next(&store, "0000452891", t(5), DAY)
             .expect("io")
             .expect("one");
-        assert_eq!((id.as_str(), doc.as_slice()), (first.as_str(), CMD));
-        let (id, _) = take_next(&store, "0000452891", t(6))
+        assert_eq!(
+            (taken.id.as_str(), taken.doc.as_slice()),
+            (first.as_str(), CMD)
+        );
+        assert_eq!(taken.sends, 1);
+        let taken = take_next(&store, "0000452891", t(6), DAY)
             .expect("io")
             .expect("two");
-        assert_eq!(id, second);
+        assert_eq!(taken.id, second);
         assert!(
-            take_next(&store, "0000452891", t(7)).expect("io").is_none(),
+            take_next(&store, "0000452891", t(7), DAY)
+                .expect("io")
+                .is_none(),
             "each once"
         );
 
@@ -441,10 +596,10 @@ mod tests {
         let a = enqueue(&store, &station(), CMD, t(1)).expect("a");
         let b = enqueue(&store, &station(), CMD, t(2)).expect("b");
         cancel(&store, &station(), &a).expect("cancel pending");
-        let (sent, _) = take_next(&store, "0000452891", t(3))
+        let sent = take_next(&store, "0000452891", t(3), DAY)
             .expect("io")
             .expect("b is next");
-        assert_eq!(sent, b);
+        assert_eq!(sent.id, b);
         assert!(
             cancel(&store, &station(), &b).is_err(),
             "sent cannot be cancelled"
@@ -476,6 +631,135 @@ mod tests {
         );
         assert!(cancel(&store, &station(), "../x").is_err());
         assert!(requeue(&store, &station(), "20990101T000000.000000").is_err());
+    }
+
+    #[test]
+    fn unacknowledged_commands_are_handed_out_again_after_the_timeout() {
+        let (_d, store) = setup();
+        let id = enqueue(&store, &station(), CMD, t(1)).expect("queue");
+        let query = enqueue(
+            &store,
+            &station(),
+            b"<QueryList><Query start=\"x\"/></QueryList>",
+            t(2),
+        )
+        .expect("no ackId");
+        let timeout = Duration::from_secs(30);
+        assert_eq!(
+            take_next(&store, "0000452891", t(3), timeout)
+                .expect("io")
+                .expect("first")
+                .id,
+            id
+        );
+        assert_eq!(
+            take_next(&store, "0000452891", t(4), timeout)
+                .expect("io")
+                .expect("second")
+                .id,
+            query
+        );
+        assert!(
+            take_next(&store, "0000452891", t(20), timeout)
+                .expect("io")
+                .is_none(),
+            "not yet due"
+        );
+        let again = take_next(&store, "0000452891", t(40), timeout)
+            .expect("io")
+            .expect("again");
+        assert_eq!(
+            (again.id.as_str(), again.sends, again.overdue),
+            (id.as_str(), 2, 1)
+        );
+        assert!(
+            take_next(&store, "0000452891", t(59), timeout)
+                .expect("io")
+                .is_none(),
+            "the query without an ackId is never sent again, the command not yet"
+        );
+        let entries = list(store.root(), Some(&station())).expect("list");
+        assert_eq!(entries[0].sends, 2);
+        assert_eq!(
+            entries[0].state,
+            State::Sent {
+                at: Some("2026-05-01T10:00:40.000000".into())
+            }
+        );
+        // Acknowledged: never again.
+        let ack = Ack {
+            ack_id: "101".into(),
+            status: "OK".into(),
+            reason: String::new(),
+        };
+        record_acks(&store, "0000452891", &[ack], t(45), false).expect("ack");
+        let later = Utc
+            .with_ymd_and_hms(2026, 5, 3, 0, 0, 0)
+            .single()
+            .expect("valid");
+        assert!(
+            take_next(&store, "0000452891", later, timeout)
+                .expect("io")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_missing_sent_directory_is_recreated_not_read_as_taken() {
+        let (_d, store) = setup();
+        let id = enqueue(&store, &station(), CMD, t(1)).expect("queue");
+        let sent = store.root().join("commands/0000452891/sent");
+        assert!(!sent.exists());
+        let taken = take_next(&store, "0000452891", t(2), DAY)
+            .expect("io")
+            .expect("handed out");
+        assert_eq!(taken.id, id);
+        assert!(sent.join(format!("{id}.xml")).is_file());
+    }
+
+    #[test]
+    fn a_failure_after_the_take_puts_the_command_back() {
+        let (_d, store) = setup();
+        let id = enqueue(&store, &station(), CMD, t(1)).expect("queue");
+        // The stamp cannot be written: a directory sits where it goes.
+        let sent = store.root().join("commands/0000452891/sent");
+        fs::create_dir_all(sent.join(format!("{id}.sent")).join("x")).expect("plant");
+        assert!(take_next(&store, "0000452891", t(2), DAY).is_err());
+        let pending = store
+            .root()
+            .join("commands/0000452891/pending")
+            .join(format!("{id}.xml"));
+        assert!(pending.is_file(), "back to pending");
+        fs::remove_dir_all(sent.join(format!("{id}.sent"))).expect("clear");
+        assert_eq!(
+            take_next(&store, "0000452891", t(3), DAY)
+                .expect("io")
+                .expect("now")
+                .id,
+            id
+        );
+    }
+
+    #[test]
+    fn links_planted_in_the_queue_are_not_followed() {
+        let (_d, store) = setup();
+        let outside = tempfile::NamedTempFile::new().expect("outside");
+        fs::write(outside.path(), CMD).expect("write");
+        let pending = store.root().join("commands/0000452891/pending");
+        fs::create_dir_all(&pending).expect("mkdir");
+        std::os::unix::fs::symlink(outside.path(), pending.join("20260101T000000.000000.xml"))
+            .expect("link");
+        assert!(
+            list(store.root(), None).expect("list").is_empty(),
+            "a link is no document"
+        );
+        assert!(
+            take_next(&store, "0000452891", t(1), DAY)
+                .expect("io")
+                .is_none()
+        );
+        assert!(read_nofollow(&pending.join("20260101T000000.000000.xml")).is_err());
+        assert_eq!(fs::read(outside.path()).expect("read"), CMD, "untouched");
     }
 
     #[test]

@@ -42,15 +42,12 @@ pub(crate) async fn handle(
         Ok(answered) => answered,
         Err(refusal) => {
             let Refusal { error, kept } = refusal;
+            // A reason may quote what the client sent: escaped for the log.
+            let reason = actions::printable(&error.reason(), 1024);
             let outcome = if error.status().is_server_error() {
-                Outcome::Failed {
-                    reason: error.reason(),
-                }
+                Outcome::Failed { reason }
             } else {
-                Outcome::Refused {
-                    reason: error.reason(),
-                    kept,
-                }
+                Outcome::Refused { reason, kept }
             };
             (
                 response::error(&error, state.config.retry_after_secs),
@@ -82,7 +79,11 @@ async fn route(
         },
         "/metrics" => match *req.method() {
             Method::GET | Method::HEAD => Ok((
-                response::metrics(state.metrics.render(state.catalog.pending())),
+                response::metrics(
+                    state
+                        .metrics
+                        .render(state.catalog.pending(), state.budget.in_use()),
+                ),
                 Outcome::Other,
             )),
             _ => Err(RequestError::MethodNotAllowed { allow: "GET, HEAD" }.into()),
@@ -94,6 +95,7 @@ async fn route(
             let query = OttQuery::parse(req.uri().query())?;
             log.query(query.station.as_str(), query.action);
             *action = Some(query.action);
+            may_speak_for(state, &req, &query)?;
             if req.method() != query.action.method() {
                 let allow = if query.action.method() == Method::GET {
                     "GET"
@@ -104,7 +106,12 @@ async fn route(
             }
             match query.action.spec().kind {
                 Kind::Command => Ok(actions::requestcommand::handle(state, &query, log).await?),
-                Kind::Download => Ok(actions::download::handle(state, &path, log).await?),
+                Kind::Download => {
+                    Ok(
+                        actions::download::handle(state, query.station.as_str(), &path, log)
+                            .await?,
+                    )
+                }
                 Kind::Document { .. } | Kind::Upload => post(req, state, query, log).await,
             }
         }
@@ -113,15 +120,32 @@ async fn route(
             Ok(query) if matches!(query.action.spec().kind, Kind::Download) => {
                 log.query(query.station.as_str(), query.action);
                 *action = Some(query.action);
+                may_speak_for(state, &req, &query)?;
                 if *req.method() != Method::GET {
                     return Err(RequestError::MethodNotAllowed { allow: "GET" }.into());
                 }
-                Ok(actions::download::handle(state, &path, log).await?)
+                Ok(actions::download::handle(state, query.station.as_str(), &path, log).await?)
             }
             Err(e @ RequestError::BadStationId(_)) => Err(e.into()),
             _ => Err(RequestError::NotFound.into()),
         },
     }
+}
+
+/// The login NGINX checked (`X-Remote-User`) may speak for the query's station.
+fn may_speak_for(
+    state: &AppState,
+    req: &Request<Incoming>,
+    query: &OttQuery,
+) -> Result<(), RequestError> {
+    let login = req
+        .headers()
+        .get("x-remote-user")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
+    state
+        .access()
+        .check(login.as_deref(), &query.station)
+        .map_err(|refused| RequestError::Forbidden(refused.0))
 }
 
 /// Every POST action: the body through the one intake pipeline.
@@ -145,11 +169,17 @@ async fn post(
     if hint.exact() == Some(0) {
         return Err(RequestError::EmptyBody.into());
     }
+    room_to_write(state).await?;
     let idle = config.body_read_timeout();
     let (received, store_started, result) = match action.spec().kind {
         Kind::Upload => {
             // Streamed: each piece is written by a short blocking task, so
             // no thread waits for the network, and memory holds a piece or two.
+            let deadline = crate::body::Deadline {
+                at: tokio::time::Instant::now()
+                    + std::time::Duration::from_secs(config.upload_deadline_secs),
+                secs: config.upload_deadline_secs,
+            };
             let started = Utc::now();
             let station_id = station.clone();
             let mut intake = blocking(state, move |s| {
@@ -159,7 +189,7 @@ async fn post(
             let mut body = req.into_body();
             let mut wire = 0u64;
             loop {
-                let data = match crate::body::next_data(&mut body, idle).await {
+                let data = match crate::body::next_data(&mut body, idle, Some(deadline)).await {
                     Ok(Some(data)) => data,
                     Ok(None) => break,
                     Err(e) => {
@@ -181,7 +211,8 @@ async fn post(
             (received, store_started, result)
         }
         _ => {
-            let raw = crate::body::read_limited(req.into_body(), limit, idle).await?;
+            let mut held = state.budget.reservation();
+            let raw = crate::body::read_limited(req.into_body(), limit, idle, &mut held).await?;
             log.wire_bytes(raw.len() as u64);
             if raw.is_empty() {
                 return Err(RequestError::EmptyBody.into());
@@ -189,7 +220,7 @@ async fn post(
             let received = Utc::now();
             let store_started = Instant::now();
             let result = blocking(state, move |s| {
-                Intake::whole(s, action, station, encoding, raw).finish(s, received)
+                Intake::whole(s, action, station, encoding, raw, held).finish(s, received)
             })
             .await?;
             (received, store_started, result)
@@ -222,6 +253,14 @@ async fn post(
         response::ott_response(&station_name, result.stored.received),
         outcome,
     ))
+}
+
+/// A 503 before anything is written when the file systems are nearly full.
+pub(crate) async fn room_to_write(state: &Arc<AppState>) -> Result<(), RequestError> {
+    match state.space.cached() {
+        Some(answer) => answer,
+        None => blocking(state, |s| s.space.refresh()).await?,
+    }
 }
 
 /// Runs blocking file-system work on tokio's bounded blocking pool, inside

@@ -3,17 +3,21 @@
 //! rejected bodies) and the metrics.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
+use crate::access::Policy;
 use crate::actions::Action;
 use crate::archive::{Archive, Stored};
+use crate::budget::Budget;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::durable::{DurableDir, Options};
 use crate::metrics::Metrics;
+use crate::rejected::Quota;
+use crate::space::FreeSpace;
 use crate::{indexer, layout, xml};
 
 /// The state of one running service.
@@ -26,14 +30,22 @@ pub struct AppState {
     pub(crate) catalog: Catalog,
     pub(crate) metrics: Metrics,
     pub(crate) xml_limits: xml::Limits,
+    /// Memory of request bodies (`max_inflight_body_bytes`).
+    pub(crate) budget: Budget,
+    /// Room left on the file systems (`min_free_bytes`, `min_free_inodes`).
+    pub(crate) space: FreeSpace,
+    /// What `rejected/` may hold (`rejected_max_bytes`).
+    pub(crate) rejected_quota: Quota,
+    /// Who may speak for which station; replaced on SIGHUP.
+    access: RwLock<Arc<Policy>>,
 }
 
 impl AppState {
     /// Opens the archive and `state_dir` (creating them, checking they are
     /// writable), moves what an older installation kept in `data_dir` into
-    /// `state_dir`, opens the catalog, and removes temp files a crashed
-    /// instance left behind, logging each. Filling the catalog from the
-    /// archive ([`AppState::catch_up`]) is left to the caller, after start.
+    /// `state_dir`, opens the catalog and reads the logins file. What can
+    /// take long on a big archive (removing stale temp files, filling the
+    /// catalog: [`AppState::start_up_work`]) is left to the caller, after start.
     pub fn new(config: Config) -> anyhow::Result<AppState> {
         let metrics = Metrics::new(
             config.metrics_max_stations,
@@ -69,30 +81,57 @@ impl AppState {
             metrics.catalog_errors(),
             config.duplicate_window_days,
         )?;
-        match crate::cleanup::remove_stale_temps(&archive, &store, config.stale_temp_age()) {
-            Ok(removed) => {
-                for path in &removed {
-                    tracing::warn!(path = %path.display(), "removed a stale temp file");
-                }
-                tracing::info!(removed = removed.len(), "stale temp file scan done");
-            }
-            // Not fatal: the archive itself is usable, the leftovers are inert.
-            Err(e) => tracing::error!(error = %e, "stale temp file scan failed"),
-        }
+        let access = Policy::load(config.station_access, config.logins_file.as_deref())?;
         if !config.downloads_dir.is_dir() {
             tracing::info!(
                 downloads_dir = %config.downloads_dir.display(),
                 "downloads_dir does not exist: getconfiguration/getfirmware answer 404"
             );
         }
+        let space = FreeSpace::new(
+            vec![
+                ("data_dir", archive.root().to_path_buf()),
+                ("state_dir", store.root().to_path_buf()),
+            ],
+            config.min_free_bytes,
+            config.min_free_inodes,
+        );
         Ok(AppState {
+            budget: Budget::new(
+                config.max_inflight_body_bytes,
+                std::time::Duration::from_secs(config.inflight_wait_secs),
+            ),
+            rejected_quota: Quota::new(config.rejected_max_bytes),
+            space,
             config,
             archive,
             store,
             catalog,
             metrics,
             xml_limits: xml::Limits::default(),
+            access: RwLock::new(Arc::new(access)),
         })
+    }
+
+    /// Removes the temp files a crashed instance left behind (older than
+    /// `stale_temp_age_secs`, so none of a running instance), logging each.
+    /// Returns how many.
+    pub fn remove_stale_temps(&self) -> usize {
+        let age = self.config.stale_temp_age();
+        match crate::cleanup::remove_stale_temps(&self.archive, &self.store, age) {
+            Ok(removed) => {
+                for path in &removed {
+                    tracing::warn!(path = %path.display(), "removed a stale temp file");
+                }
+                tracing::info!(removed = removed.len(), "stale temp file scan done");
+                removed.len()
+            }
+            // Not fatal: the archive itself is usable, the leftovers are inert.
+            Err(e) => {
+                tracing::error!(error = %e, "stale temp file scan failed");
+                0
+            }
+        }
     }
 
     /// Adds the catalog rows missing for recent days (a crash between a
@@ -116,19 +155,65 @@ impl AppState {
         Ok(())
     }
 
-    /// Runs [`AppState::catch_up`] on a thread of its own.
-    pub fn catch_up_in_background(self: &Arc<Self>) {
+    /// The start-up work that reads the whole archive, on a thread of its
+    /// own while requests are served: [`AppState::remove_stale_temps`],
+    /// then [`AppState::catch_up`]; its end is told to systemd as `STATUS=`
+    /// (`systemctl status dlsrv` shows it).
+    pub fn start_up_work(self: &Arc<Self>) -> Option<std::thread::JoinHandle<()>> {
         let state = self.clone();
         let spawned = std::thread::Builder::new()
-            .name("dlsrv-catch-up".into())
+            .name("dlsrv-start-up".into())
             .spawn(move || {
-                if let Err(e) = state.catch_up() {
-                    tracing::error!(error = %format!("{e:#}"), "cannot catch up the catalog; run `dlsrv reindex`");
-                }
+                crate::systemd::notify_or_log("STATUS=start-up work: removing stale temp files, catching up the catalog");
+                let removed = state.remove_stale_temps();
+                let caught_up = match state.catch_up() {
+                    Ok(()) => "catalog caught up",
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "cannot catch up the catalog; run `dlsrv reindex`");
+                        "catalog NOT caught up (see the log)"
+                    }
+                };
+                crate::systemd::notify_or_log(&format!(
+                    "STATUS=serving; start-up work done: {removed} stale temp file(s) removed, {caught_up}"
+                ));
             });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the catalog catch-up");
+        match spawned {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the start-up work");
+                None
+            }
         }
+    }
+
+    /// Reads `logins_file` again (SIGHUP). A file that does not parse is
+    /// refused with an error in the log, and the map in force stays.
+    pub fn reload_access(&self) {
+        match Policy::load(
+            self.config.station_access,
+            self.config.logins_file.as_deref(),
+        ) {
+            Ok(policy) => {
+                let logins = match &policy {
+                    Policy::Map(map) => map.len(),
+                    _ => 0,
+                };
+                *self.access.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+                tracing::info!(logins, "reloaded the logins file");
+            }
+            Err(e) => tracing::error!(
+                error = %format!("{e:#}"),
+                "the logins file does not load; the logins read before stay in force"
+            ),
+        }
+    }
+
+    /// The policy in force.
+    pub(crate) fn access(&self) -> Arc<Policy> {
+        self.access
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn config(&self) -> &Config {

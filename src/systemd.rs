@@ -42,12 +42,29 @@ pub fn watchdog_interval() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec))
 }
 
-/// Pings the watchdog at half its interval while the runtime lives.
-pub async fn watchdog(interval: Duration) {
+/// Pings the watchdog at half its interval while the service can still
+/// do file-system work: each ping passes through the blocking pool every
+/// store uses and looks at `data_dir` and `state_dir`. A hung disk (or a
+/// pool stuck on one) stops the pings, and systemd restarts the service.
+pub async fn watchdog(interval: Duration, state: std::sync::Arc<crate::state::AppState>) {
     let mut tick = tokio::time::interval(interval / 2);
     loop {
         tick.tick().await;
-        notify_or_log("WATCHDOG=1");
+        let state = state.clone();
+        let probe = tokio::task::spawn_blocking(move || {
+            std::fs::metadata(state.data_dir()).and_then(|_| std::fs::metadata(state.state_dir()))
+        });
+        match tokio::time::timeout(interval / 2, probe).await {
+            Ok(Ok(Ok(_))) => notify_or_log("WATCHDOG=1"),
+            Ok(Ok(Err(e))) => {
+                tracing::error!(error = %e, "watchdog: cannot stat data_dir or state_dir; not pinging")
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "watchdog: probe failed; not pinging"),
+            Err(_) => tracing::error!(
+                "watchdog: the file-system thread pool did not answer within {} ms; not pinging",
+                (interval / 2).as_millis()
+            ),
+        }
     }
 }
 

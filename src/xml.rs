@@ -23,7 +23,8 @@ pub(crate) struct Limits {
     pub(crate) max_depth: usize,
     /// Attributes of one element.
     pub(crate) max_attributes: usize,
-    /// `StationData`, `StationCommands` and `Ack` elements together.
+    /// `StationData`, `StationCommands` and `Ack` elements together; also
+    /// the number of `ackId` attributes.
     pub(crate) max_items: usize,
 }
 
@@ -32,7 +33,9 @@ impl Default for Limits {
         Limits {
             max_depth: 64,
             max_attributes: 64,
-            max_items: 100_000,
+            // A netDL sends one StationData per message and a few commands
+            // per CommandList: a thousand is a wide margin.
+            max_items: 1_000,
         }
     }
 }
@@ -438,6 +441,12 @@ fn inspect_with(body: &[u8], limits: &Limits) -> Result<Document, String> {
             }
             if let Some(id) = &ack_id {
                 doc.ack_ids.push(id.clone());
+                if doc.ack_ids.len() > limits.max_items {
+                    return Err(s.error_at(
+                        lt,
+                        &format!("more than {} ackId attributes", limits.max_items),
+                    ));
+                }
             }
             if is_ack {
                 let ack = Ack {
@@ -795,6 +804,9 @@ pub(crate) mod oracle {
         }
         if let Some(id) = &ack_id {
             doc.ack_ids.push(id.clone());
+            if doc.ack_ids.len() > limits.max_items {
+                return Err(format!("more than {} ackId attributes", limits.max_items));
+            }
         }
         if is_ack {
             return Ok(Some(Ack {
@@ -885,6 +897,31 @@ mod tests {
         let many = check(b"<R><Ack/><Ack/><Ack/></R>", "R", &limits).expect_err("many");
         assert!(many.contains("more than 2"), "{many}");
         assert!(check(b"<R><a><b/></a><Ack/><Ack/></R>", "R", &limits).is_ok());
+        let ids = check(
+            b"<R><a ackId=\"1\"/><b ackId=\"2\"/><c ackId=\"3\"/></R>",
+            "R",
+            &limits,
+        )
+        .expect_err("many ackIds");
+        assert!(ids.contains("more than 2 ackId attributes"), "{ids}");
+        for (name, doc) in [
+            (
+                "scanner",
+                inspect_with(
+                    b"<R><a ackId=\"1\"/><b ackId=\"2\"/><c ackId=\"3\"/></R>",
+                    &limits,
+                ),
+            ),
+            (
+                "oracle",
+                oracle::inspect_with(
+                    b"<R><a ackId=\"1\"/><b ackId=\"2\"/><c ackId=\"3\"/></R>",
+                    &limits,
+                ),
+            ),
+        ] {
+            assert!(doc.is_err(), "{name}");
+        }
     }
 
     #[test]

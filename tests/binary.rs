@@ -42,7 +42,11 @@ fn version_and_help_on_every_subcommand() {
 fn check_config_prints_effective_values_and_names_bad_keys() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("dlsrv.toml");
-    std::fs::write(&file, "data_dir = \"/srv/ott\"\nmax_body_bytes = 2048\n").expect("write");
+    std::fs::write(
+        &file,
+        "data_dir = \"/srv/ott\"\nmax_body_bytes = 2048\nstation_access = \"any\"\n",
+    )
+    .expect("write");
     let (out, stdout, _) = output(
         dlsrv()
             .args(["check-config", "--config"])

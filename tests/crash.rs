@@ -38,6 +38,7 @@ struct Instance {
     child: Child,
     socket: PathBuf,
     log: PathBuf,
+    notify: UnixDatagram,
 }
 
 impl Instance {
@@ -65,16 +66,34 @@ impl Instance {
             child: cmd.spawn().expect("spawn dlsrv"),
             socket,
             log,
+            notify,
         };
-        let mut buf = [0u8; 256];
-        let n = notify.recv(&mut buf).unwrap_or_else(|e| {
+        // READY=1 comes first: the start-up work's STATUS= texts follow it.
+        let ready = instance.next_notification();
+        assert_eq!(ready, "READY=1", "log:\n{}", instance.log_text());
+        instance
+    }
+
+    /// The next notification, `STATUS=` texts included.
+    fn next_notification(&self) -> String {
+        let mut buf = [0u8; 512];
+        let n = self.notify.recv(&mut buf).unwrap_or_else(|e| {
             panic!(
-                "no READY=1 within 30 s ({e}); log:\n{}",
-                instance.log_text()
+                "no notification within 30 s ({e}); log:\n{}",
+                self.log_text()
             )
         });
-        assert_eq!(&buf[..n], b"READY=1", "log:\n{}", instance.log_text());
-        instance
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Waits for the `STATUS=` that ends the start-up work (after READY).
+    fn wait_start_up_work(&self) -> String {
+        loop {
+            let status = self.next_notification();
+            if status.contains("start-up work done") {
+                return status;
+            }
+        }
     }
 
     fn pid(&self) -> Pid {
@@ -309,6 +328,7 @@ fn kill_9_rounds(mode: &str, env: &[(&str, &str)]) {
             .expect("age a temp file");
     }
     let last = Instance::start(dir.path(), "last", &[("DLSRV_STALE_TEMP_AGE_SECS", "1")]);
+    let status = last.wait_start_up_work();
     let removed = last
         .log_text()
         .lines()
@@ -382,6 +402,10 @@ fn kill_9_rounds(mode: &str, env: &[(&str, &str)]) {
         removed,
         temps_left.len(),
         "the last start removed every temp file the kills left"
+    );
+    assert!(
+        status.contains(&format!("{removed} stale temp file(s) removed")),
+        "systemd is told: {status}"
     );
     assert!(!total.acked.is_empty(), "some requests were acknowledged");
     assert!(total.cut > 0, "at least one kill hit requests in flight");

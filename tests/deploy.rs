@@ -486,7 +486,11 @@ fn an_upgrade_adds_state_dir_to_a_kept_configuration_once() {
     let old: String = fs::read_to_string(&conf)
         .expect("conf")
         .lines()
-        .filter(|l| !l.starts_with("state_dir"))
+        .filter(|l| {
+            !["state_dir", "station_access", "logins_file"]
+                .iter()
+                .any(|key| l.starts_with(key))
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     fs::write(&conf, &old).expect("write");
@@ -502,16 +506,29 @@ fn an_upgrade_adds_state_dir_to_a_kept_configuration_once() {
             .env("DESTDIR", dest.path()))
     };
     let out = again();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("adding state_dir"));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("adding state_dir"), "{said}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("adding station_access = \"any\""),
+        "the operator is told every login still speaks for every station"
+    );
     let upgraded = fs::read_to_string(&conf).expect("conf");
     assert!(upgraded.starts_with(&old), "the rest is kept as it was");
     assert!(
-        upgraded.ends_with("state_dir = \"/var/lib/dlsrv-state\"\n"),
+        upgraded.contains("\nstate_dir = \"/var/lib/dlsrv-state\"\n"),
         "{upgraded}"
+    );
+    assert!(
+        upgraded.ends_with("station_access = \"any\"\nlogins_file = \"/etc/dlsrv/logins.toml\"\n"),
+        "as before: every login for every station, until the map is filled: {upgraded}"
     );
     run(Command::new(dest.path().join("usr/local/bin/dlsrv"))
         .args(["check-config", "--config"])
-        .arg(&conf));
+        .arg(&conf)
+        .env(
+            "DLSRV_LOGINS_FILE",
+            dest.path().join("etc/dlsrv/logins.toml"),
+        ));
     again();
     assert_eq!(
         fs::read_to_string(&conf).expect("conf"),
@@ -545,9 +562,15 @@ fn destdir_install_lays_out_the_whole_kit_and_is_idempotent() {
     let site = fs::read_to_string(d.join("etc/nginx/sites-available/dlsrv.conf")).expect("site");
     assert!(site.contains("server_name dl.example.net;"));
     // The installed configuration is valid for the installed binary.
-    run(Command::new(d.join("usr/local/bin/dlsrv"))
+    // (The logins file is named by its absolute path on the target.)
+    let checked = run(Command::new(d.join("usr/local/bin/dlsrv"))
         .args(["check-config", "--config"])
-        .arg(d.join("etc/dlsrv/dlsrv.toml")));
+        .arg(d.join("etc/dlsrv/dlsrv.toml"))
+        .env("DLSRV_LOGINS_FILE", d.join("etc/dlsrv/logins.toml")));
+    assert!(
+        String::from_utf8_lossy(&checked.stdout).contains("station_access = \"map\""),
+        "the shipped configuration maps logins to stations"
+    );
 
     // Again: an operator's edit of the config is kept, nothing else changes.
     let conf = d.join("etc/dlsrv/dlsrv.toml");

@@ -71,7 +71,13 @@ async fn disk_full_gives_503_leaves_nothing_partial_and_recovers() {
     let outer = tempfile::tempdir().expect("tempdir");
     let data = outer.path().join("data");
     let _tmpfs = Tmpfs::mount(&data, "256k");
-    let server = TestServer::start_with(|c| c.data_dir = data.clone()).await;
+    // The write itself meets the full disk: no min_free_* in front of it.
+    let server = TestServer::start_with(|c| {
+        c.data_dir = data.clone();
+        c.min_free_bytes = 0;
+        c.min_free_inodes = 0;
+    })
+    .await;
 
     let small = doc_of_len(1000, b's');
     assert_eq!(server.post(SENDDATA, &small).await.status, 200);
@@ -109,7 +115,13 @@ async fn read_only_data_dir_gives_503_and_recovers() {
     let outer = tempfile::tempdir().expect("tempdir");
     let data = outer.path().join("data");
     let tmpfs = Tmpfs::mount(&data, "1m");
-    let server = TestServer::start_with(|c| c.data_dir = data.clone()).await;
+    // The write itself meets the full disk: no min_free_* in front of it.
+    let server = TestServer::start_with(|c| {
+        c.data_dir = data.clone();
+        c.min_free_bytes = 0;
+        c.min_free_inodes = 0;
+    })
+    .await;
     assert_eq!(server.post(SENDDATA, &doc("a")).await.status, 200);
 
     tmpfs.remount("ro");
@@ -166,6 +178,11 @@ async fn stale_temp_files_are_removed_at_start_young_ones_kept() {
             .expect("age");
     }
     let server = TestServer::start_in(dir, config).await;
+    // As `serve` does after READY, while requests are served.
+    let work = server.state.start_up_work().expect("started");
+    tokio::task::spawn_blocking(move || work.join().expect("start-up work"))
+        .await
+        .expect("join");
     assert!(!stale.exists(), "stale temp removed at start");
     assert!(young.exists(), "another instance may still be writing it");
     assert!(stored.exists(), "archive files are never touched");

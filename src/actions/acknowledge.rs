@@ -7,9 +7,11 @@
 //! recorded: its first attempt may have been answered 503 after the body
 //! was stored.
 //!
-//! Log lines are bounded: the first few acks get a line each, the rest one
-//! summary.
+//! Bounded per document: acks are de-duplicated by `ackId` (the first
+//! wins), at most [`RECORDED`] are recorded, the first [`LOGGED`] get a log
+//! line each and the rest one summary line.
 
+use std::collections::HashSet;
 use std::io;
 
 use super::{Delivered, Kind, Spec};
@@ -26,9 +28,19 @@ pub(crate) const SPEC: Spec = Spec {
 /// Acks of one document that get a log line of their own.
 const LOGGED: usize = 5;
 
+/// Distinct acks of one document that are recorded in the queue.
+const RECORDED: usize = 100;
+
 fn after_store(d: &Delivered<'_>) -> io::Result<()> {
     let station = d.station.as_str();
-    let acks = &d.document.acks;
+    let all = &d.document.acks;
+    let mut seen = HashSet::new();
+    let distinct: Vec<_> = all
+        .iter()
+        .filter(|ack| seen.insert(ack.ack_id.as_str()))
+        .cloned()
+        .collect();
+    let acks = &distinct[..distinct.len().min(RECORDED)];
     let outcomes =
         crate::queue::record_acks(&d.state.store, station, acks, d.received, d.duplicate)?;
     let (mut ok, mut failed, mut unknown) = (0usize, 0usize, 0usize);
@@ -72,11 +84,22 @@ fn after_store(d: &Delivered<'_>) -> io::Result<()> {
             }
         }
     }
-    if acks.len() > LOGGED {
+    if all.len() > LOGGED || distinct.len() != all.len() || distinct.len() > acks.len() {
+        let ignored = distinct.len() - acks.len();
         tracing::warn!(
-            acks = acks.len(),
-            "acknowledgement of {} acks ({ok} OK, {failed} failed, {unknown} unknown ackIds); the first {LOGGED} are logged above",
-            acks.len()
+            acks = all.len(),
+            distinct = distinct.len(),
+            recorded = acks.len(),
+            "acknowledgement of {} acks, {} distinct ackIds, {} recorded ({ok} OK, {failed} failed, {unknown} unknown ackIds{}); the first {} are logged above",
+            all.len(),
+            distinct.len(),
+            acks.len(),
+            if ignored > 0 {
+                format!("; {ignored} beyond the first {RECORDED} ignored")
+            } else {
+                String::new()
+            },
+            acks.len().min(LOGGED)
         );
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! `getconfiguration` and `getfirmware` (GET): the file the operator
-//! published under `downloads_dir` at the request's path
-//! ([`crate::downloads::resolve`]).
+//! published under `downloads_dir` at the request's path, the station's
+//! own if there is one ([`crate::downloads::resolve_for`]).
 
 use std::sync::Arc;
 
@@ -24,12 +24,13 @@ pub(crate) const FIRMWARE: Spec = Spec {
 
 pub(crate) async fn handle(
     state: &Arc<AppState>,
+    station: &str,
     path: &str,
     log: &mut RequestLog,
 ) -> Result<(Response<Body>, Outcome), RequestError> {
-    let url_path = path.to_owned();
+    let (station, url_path) = (station.to_owned(), path.to_owned());
     let (file, content) = crate::routes::blocking(state, move |state| {
-        let file = crate::downloads::resolve(&state.config.downloads_dir, &url_path)?;
+        let file = crate::downloads::resolve_for(&state.config.downloads_dir, &station, &url_path)?;
         let content = std::fs::read(&file).map_err(|_| RequestError::NotFound)?;
         Ok::<_, RequestError>((file, content))
     })

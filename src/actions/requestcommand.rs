@@ -1,6 +1,7 @@
 //! `requestcommand` (GET): the oldest document an operator queued for the
-//! station, handed out once ([`crate::queue::take_next`]); an empty 200
-//! when none is pending.
+//! station, handed out once ([`crate::queue::take_next`]) and again only
+//! when not acknowledged within `command_ack_timeout_secs`; an empty 200
+//! when none is pending. A failure after the take puts it back (503).
 
 use std::sync::Arc;
 
@@ -24,16 +25,23 @@ pub(crate) async fn handle(
     query: &OttQuery,
     log: &mut RequestLog,
 ) -> Result<(Response<Body>, Outcome), RequestError> {
+    // Handing out writes to the queue: not when the disk is nearly full.
+    crate::routes::room_to_write(state).await?;
     let station = query.station.to_string();
     let taken = crate::routes::blocking(state, move |state| {
-        crate::queue::take_next(&state.store, &station, Utc::now()).map_err(RequestError::store)
+        let timeout = std::time::Duration::from_secs(state.config.command_ack_timeout_secs);
+        crate::queue::take_next(&state.store, &station, Utc::now(), timeout)
+            .map_err(RequestError::store)
     })
     .await??;
     Ok(match taken {
-        Some((id, doc)) => {
-            log.stored_bytes(doc.len() as u64);
-            log.path(&id);
-            (response::document(doc), Outcome::Command)
+        Some(taken) => {
+            for _ in 0..taken.overdue {
+                state.metrics.command_resent();
+            }
+            log.stored_bytes(taken.doc.len() as u64);
+            log.path(&taken.id);
+            (response::document(taken.doc), Outcome::Command)
         }
         None => (response::empty(), Outcome::Other),
     })

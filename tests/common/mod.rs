@@ -32,6 +32,9 @@ pub fn test_config(dir: &Path) -> Config {
         socket: dir.join("s.sock"),
         data_dir: dir.join("data"),
         state_dir: dir.join("state"),
+        // Exercised, but low enough for a small CI disk.
+        min_free_bytes: 64 * 1024 * 1024,
+        min_free_inodes: 1_000,
         ..Config::default()
     }
 }
@@ -427,8 +430,19 @@ impl Daemon {
         self.child.id()
     }
 
+    /// The next state notification (`READY=1`, `STOPPING=1`, …), past
+    /// any `STATUS=` text.
     pub fn next_notification(&self) -> String {
-        let mut buf = [0u8; 256];
+        loop {
+            let message = self.recv_notification();
+            if !message.starts_with("STATUS=") {
+                return message;
+            }
+        }
+    }
+
+    fn recv_notification(&self) -> String {
+        let mut buf = [0u8; 512];
         let n = self
             .notify
             .recv(&mut buf)
@@ -438,6 +452,16 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits for the `STATUS=` that ends the start-up work (after READY).
+    pub fn wait_start_up_work(&self) -> String {
+        loop {
+            let status = self.recv_notification();
+            if status.contains("start-up work done") {
+                return status;
+            }
+        }
     }
 
     pub fn sigterm(&self) {
