@@ -5,7 +5,8 @@
 #
 # Every line of the shipped site is kept except: the upstream socket (sock),
 # `listen 443 ssl` -> `listen 127.0.0.1:PORT`, the ssl_* lines (no TLS),
-# server_name, the htpasswd path. With ceiling=1 a `location = /ceiling`
+# server_name, the htpasswd path, and the per-login limits (the map, the
+# limit_*_zone and limit_* lines: one bench login stands for every logger). With ceiling=1 a `location = /ceiling`
 # answers 200 after the login check without a backend (NGINX alone). With
 # uwsgi=SOCKET the server proxies to a uWSGI application instead (the
 # reference service): `location /` gets `uwsgi_pass`, its proxy_* lines go,
@@ -17,6 +18,12 @@ function swap(s, from, to,   i) {
 }
 
 /^[ \t]*ssl_[a-z_]+[ \t]/ { next }
+/^[ \t]*limit_(req|conn)[a-z_]*[ \t]/ { next }
+/^map \$remote_user \$dlsrv_login_key \{/ { in_map = 1 }
+in_map {
+    if ($0 ~ /^\}/) in_map = 0
+    next
+}
 
 uwsgi != "" && /^upstream dlsrv \{/ { skipping = 1 }
 skipping {

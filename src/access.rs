@@ -92,7 +92,7 @@ impl Policy {
                     crate::actions::printable(login, 64)
                 ))),
                 None => Err(Refused(format!(
-                    "login {} is not in the logins file",
+                    "login {} is not in the logins file, so it may not speak for station {station}",
                     crate::actions::printable(login, 64)
                 ))),
             },

@@ -110,6 +110,7 @@ fn reindex(config: Config) -> anyhow::Result<()> {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     logging::init(&config.log_level)?;
+    return_large_buffers_to_the_system();
     // Opening the archive touches the disk: done before the runtime exists.
     let state = Arc::new(AppState::new(config)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -159,6 +160,24 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("dlsrv stopped");
         Ok(())
     })
+}
+
+/// Request bodies are the service's large allocations. glibc's malloc
+/// raises its mmap threshold after such a buffer is freed and then keeps
+/// the next ones in its heaps, so resident memory stays at the high-water
+/// mark of past bursts. A fixed threshold makes every buffer of 1 MiB or
+/// more its own mapping, returned to the system when freed: resident
+/// memory follows the bodies held (`max_inflight_body_bytes`).
+fn return_large_buffers_to_the_system() {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt only sets a tunable of the allocator; called
+        // before any other thread exists.
+        let set = unsafe { nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 1 << 20) };
+        if set != 1 {
+            tracing::debug!("mallopt(M_MMAP_THRESHOLD) refused");
+        }
+    }
 }
 
 #[cfg(test)]

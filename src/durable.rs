@@ -274,11 +274,20 @@ impl DurableDir {
 
     /// Moves a file within the tree without overwriting, durably (both
     /// directories synced). `NotFound` when `from` is gone (someone else
-    /// moved it first), `AlreadyExists` when `to` is taken.
+    /// moved it first), `AlreadyExists` when `to` is taken. A destination
+    /// directory that vanished while we ran is created again: its absence
+    /// never reads as "someone else moved it".
     pub(crate) fn move_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
         let to_dir = to.parent().unwrap_or(&self.root);
         self.ensure_durable_dir(to_dir)?;
-        self.rename_noreplace(from, to)?;
+        match self.rename_noreplace(from, to) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(from).is_ok() => {
+                self.forget_dirs();
+                self.ensure_durable_dir(to_dir)?;
+                self.rename_noreplace(from, to)?;
+            }
+            other => other?,
+        }
         fsync_dir(to_dir)?;
         match from.parent() {
             Some(from_dir) if from_dir != to_dir => fsync_dir(from_dir),

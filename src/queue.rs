@@ -284,6 +284,18 @@ fn acknowledged(sent: &Path, id: &str) -> bool {
     })
 }
 
+/// `path` is a regular file itself (not a link to one).
+fn regular_file(path: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(path)?.is_file() {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ))
+    }
+}
+
 /// A regular file's content, never through a symbolic link.
 fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
     let mut file = fs::OpenOptions::new()
@@ -432,6 +444,8 @@ pub(crate) fn cancel(store: &DurableDir, station: &StationId, id: &str) -> anyho
     if dir.join(SENT).join(&name).exists() {
         bail!("{id} was already sent; it cannot be cancelled");
     }
+    regular_file(&dir.join(PENDING).join(&name))
+        .with_context(|| format!("no pending document {id} for station {station}"))?;
     store
         .move_noreplace(
             &dir.join(PENDING).join(&name),
@@ -448,7 +462,7 @@ pub(crate) fn requeue(store: &DurableDir, station: &StationId, id: &str) -> anyh
     let from = [SENT, CANCELLED]
         .into_iter()
         .map(|sub| dir.join(sub).join(&name))
-        .find(|p| p.exists())
+        .find(|p| regular_file(p).is_ok())
         .with_context(|| format!("no sent or cancelled document {id} for station {station}"))?;
     store
         .move_noreplace(&from, &dir.join(PENDING).join(&name))

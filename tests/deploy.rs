@@ -20,6 +20,10 @@ use tokio::sync::Semaphore;
 
 const LOGIN: &str = "logger7";
 const PASSWORD: &str = "s3cret-7";
+/// Logins named like their stations, for loads of several loggers.
+const STATION_LOGINS: [&str; 7] = [
+    "st000", "st001", "st002", "st003", "st004", "st005", "st006",
+];
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -66,6 +70,13 @@ fn credentials(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         .args(["-B", "-b", "-c"])
         .arg(&htpasswd)
         .args([LOGIN, PASSWORD]));
+    // One login per station of the load tests, as in the field.
+    for station in STATION_LOGINS {
+        run(Command::new("htpasswd")
+            .args(["-b", "-C", "4", "-B"])
+            .arg(&htpasswd)
+            .args([station, PASSWORD]));
+    }
     (cert, key, htpasswd)
 }
 
@@ -360,6 +371,167 @@ async fn tls_1_1_and_older_are_refused() {
 }
 
 #[tokio::test]
+async fn the_cipher_list_keeps_forward_secrecy_and_the_old_cbc_suites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dlsrv = Daemon::start(dir.path(), "a", &[]);
+    let nginx = Nginx::start(&[&dlsrv.socket]);
+    // The cipher NGINX picks when the client offers only `ciphers`, if any.
+    let negotiated = |version: &str, ciphers: &str| {
+        let out = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{}", nginx.port),
+                version,
+            ])
+            .args([
+                "-cipher",
+                &format!("{ciphers}:@SECLEVEL=0"),
+                "-servername",
+                "localhost",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("openssl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // "New, TLSv1.2, Cipher is ECDHE-RSA-AES128-SHA" ("(NONE)" when refused).
+        text.lines()
+            .find_map(|l| {
+                l.split_once(", Cipher is ")
+                    .map(|(_, c)| c.trim().to_owned())
+            })
+            .filter(|c| c != "(NONE)" && out.status.success())
+    };
+    let mut figures = Vec::new();
+    for (suite, accepted) in [
+        ("ECDHE-RSA-AES128-GCM-SHA256", true),
+        ("ECDHE-RSA-CHACHA20-POLY1305", true),
+        ("ECDHE-RSA-AES128-SHA256", true),
+        // What old embedded stacks offer: CBC with SHA-1, but ECDHE.
+        ("ECDHE-RSA-AES128-SHA", true),
+        ("ECDHE-RSA-AES256-SHA", true),
+        // No forward secrecy: refused.
+        ("AES128-SHA", false),
+        ("AES256-GCM-SHA384", false),
+        ("DHE-RSA-AES128-GCM-SHA256", false),
+        ("DES-CBC3-SHA", false),
+    ] {
+        let got = negotiated("-tls1_2", suite);
+        figures.push(format!("{suite}: {}", got.as_deref().unwrap_or("refused")));
+        if accepted {
+            assert_eq!(got.as_deref(), Some(suite), "TLS 1.2 {suite} is served");
+        } else {
+            assert_eq!(
+                got, None,
+                "TLS 1.2 {suite} has no forward secrecy and is refused"
+            );
+        }
+    }
+    let modern = negotiated("-tls1_3", "DEFAULT");
+    assert!(
+        modern.as_deref().is_some_and(|c| c.starts_with("TLS_")),
+        "{modern:?}"
+    );
+    println!(
+        "TLS 1.2 suites offered alone: {}; TLS 1.3: {}",
+        figures.join(", "),
+        modern.unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn through_nginx_a_login_speaks_only_for_its_stations_and_is_limited_per_login() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logins = dir.path().join("logins.toml");
+    fs::write(
+        &logins,
+        format!("[logins]\n{LOGIN} = [\"0000452891\"]\nst000 = [\"st000\"]\n"),
+    )
+    .expect("logins");
+    let env = [
+        ("DLSRV_STATION_ACCESS", "map"),
+        ("DLSRV_LOGINS_FILE", logins.to_str().expect("utf-8")),
+    ];
+    let dlsrv = Daemon::start(dir.path(), "a", &env);
+    let nginx = Nginx::start(&[&dlsrv.socket]);
+    let own = "/ott/?stationid=0000452891&action=senddata";
+    let other = "/ott/?stationid=st000&action=senddata";
+    assert_eq!(
+        nginx
+            .post(own, Some((LOGIN, PASSWORD)), &doc("own"))
+            .await
+            .status,
+        200
+    );
+    let refused = nginx
+        .post(other, Some((LOGIN, PASSWORD)), &doc("other"))
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body.contains("may not speak for station st000"),
+        "{}",
+        refused.body
+    );
+    // A forged X-Remote-User changes nothing: NGINX sets it from the login.
+    let mut forged = nginx.curl();
+    forged
+        .args([
+            "-u",
+            &format!("{LOGIN}:{PASSWORD}"),
+            "-H",
+            "X-Remote-User: st000",
+        ])
+        .args(["--data-binary", "@-"])
+        .arg(nginx.url(other));
+    assert_eq!(
+        CurlReply::of(forged, Some(&doc("forged"))).await.status,
+        403
+    );
+    assert_eq!(archive_files(&dlsrv.data).len(), 1);
+
+    // limit_req: 40 requests at once from one login (not used before), over one connection.
+    let mut burst = tokio::process::Command::new("curl");
+    burst
+        .args(["-sS", "--cacert"])
+        .arg(nginx.prefix.path().join("cert.pem"))
+        .arg("--resolve")
+        .arg(format!("localhost:{}:127.0.0.1", nginx.port))
+        .args(["-u", &format!("st001:{PASSWORD}"), "-w", "%{http_code}\n"]);
+    for _ in 0..40 {
+        burst.args(["-o", "/dev/null"]).arg(nginx.url("/ping"));
+    }
+    let out = burst.output().await.expect("curl");
+    let codes: Vec<u16> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    assert_eq!(codes.len(), 40, "{codes:?}");
+    let passed = codes.iter().take_while(|c| **c == 200).count();
+    let limited = codes.iter().filter(|c| **c == 429).count();
+    assert!(
+        passed >= 31,
+        "the burst of 30 (and the first) pass: {codes:?}"
+    );
+    assert!(limited >= 5, "beyond the burst, 429: {codes:?}");
+    // Another login is not affected.
+    assert_eq!(
+        nginx
+            .post(other, Some(("st000", PASSWORD)), &doc("st000"))
+            .await
+            .status,
+        200
+    );
+    assert!(
+        nginx.error_log().contains("limiting requests"),
+        "{}",
+        nginx.error_log()
+    );
+    println!(
+        "through NGINX: own station 200, another 403 (forged X-Remote-User too); 40 requests at once from one login: {passed} passed, {limited} got 429; another login meanwhile: 200"
+    );
+}
+
+#[tokio::test]
 async fn a_44_kb_message_is_not_spooled_to_a_temporary_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dlsrv = Daemon::start(dir.path(), "a", &[]);
@@ -411,12 +583,13 @@ async fn two_instances_share_the_load_and_stopping_one_loses_nothing() {
         let (nginx, limit, done_tx) = (nginx.clone(), limit.clone(), done_tx.clone());
         tasks.push(tokio::spawn(async move {
             let _slot = limit.acquire().await.expect("semaphore");
-            let station = format!("st{:03}", i % 7);
+            // Seven loggers, each its own login (NGINX limits per login).
+            let station = STATION_LOGINS[i % 7];
             let body = format!("<StationDataList n=\"{i}\"/>").into_bytes();
             let target = format!("/ott/?stationid={station}&action=senddata");
-            let reply = nginx.post(&target, Some((LOGIN, PASSWORD)), &body).await;
+            let reply = nginx.post(&target, Some((station, PASSWORD)), &body).await;
             let _ = done_tx.send(());
-            (reply.status, reply.stored_path_if_ok(&station), body)
+            (reply.status, reply.stored_path_if_ok(station), body)
         }));
     }
     // Stop instance a gracefully half-way through the load.
@@ -472,7 +645,13 @@ fn staged_install() -> tempfile::TempDir {
             "--server-name",
             "dl.example.net",
         ])
-        .args(["--self-signed", "--add-logger", LOGIN])
+        .args([
+            "--self-signed",
+            "--add-logger",
+            LOGIN,
+            "--station",
+            "0000452891",
+        ])
         .env("DESTDIR", dest.path())
         .env("LOGGER_PASSWORD", PASSWORD));
     dest
@@ -561,6 +740,60 @@ fn destdir_install_lays_out_the_whole_kit_and_is_idempotent() {
     );
     let site = fs::read_to_string(d.join("etc/nginx/sites-available/dlsrv.conf")).expect("site");
     assert!(site.contains("server_name dl.example.net;"));
+    // The login's stations, in the logins file the configuration names.
+    let logins = d.join("etc/dlsrv/logins.toml");
+    let text = fs::read_to_string(&logins).expect("logins file");
+    assert!(
+        text.contains(&format!("\"{LOGIN}\" = [\"0000452891\"]")),
+        "{text}"
+    );
+    // Changing a login's stations replaces its line; other logins stay.
+    run(Command::new("sh")
+        .arg(repo("deploy/install.sh"))
+        .args([
+            "--binary",
+            env!("CARGO_BIN_EXE_dlsrv"),
+            "--server-name",
+            "dl.example.net",
+        ])
+        .args(["--add-logger", "dl002", "--station", "0077*"])
+        .args([
+            "--add-logger",
+            LOGIN,
+            "--station",
+            "0000452891",
+            "--station",
+            "0000452892",
+        ])
+        .env("DESTDIR", d)
+        .env("LOGGER_PASSWORD", PASSWORD));
+    let text = fs::read_to_string(&logins).expect("logins file");
+    assert!(
+        text.contains(&format!("\"{LOGIN}\" = [\"0000452891\", \"0000452892\"]")),
+        "{text}"
+    );
+    assert!(text.contains("\"dl002\" = [\"0077*\"]"), "{text}");
+    assert_eq!(text.matches(&format!("\"{LOGIN}\" =")).count(), 1, "{text}");
+    let bad = Command::new("sh")
+        .arg(repo("deploy/install.sh"))
+        .args([
+            "--binary",
+            env!("CARGO_BIN_EXE_dlsrv"),
+            "--add-logger",
+            "x",
+            "--station",
+            "../etc",
+        ])
+        .env("DESTDIR", d)
+        .env("LOGGER_PASSWORD", PASSWORD)
+        .output()
+        .expect("install.sh");
+    assert!(!bad.status.success(), "a bad station id is refused");
+    assert_eq!(
+        fs::read_to_string(&logins).expect("logins"),
+        text,
+        "and changes nothing"
+    );
     // The installed configuration is valid for the installed binary.
     // (The logins file is named by its absolute path on the target.)
     let checked = run(Command::new(d.join("usr/local/bin/dlsrv"))
