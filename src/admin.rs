@@ -129,7 +129,7 @@ pub(crate) fn render(entries: &[Entry]) -> String {
 /// group, then user), so nothing in it is touched with root's rights. A
 /// `state_dir` that is a symbolic link is refused; one owned by root (or
 /// not there yet) leaves root as it is.
-fn become_owner_of(state_dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn become_owner_of(state_dir: &Path) -> anyhow::Result<()> {
     use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
     if !nix::unistd::geteuid().is_root() {
         return Ok(());

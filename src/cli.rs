@@ -34,6 +34,41 @@ pub(crate) enum Command {
     Commands(CommandsArgs),
     /// Rebuild the catalog (state_dir/catalog.sqlite3) from the archive alone.
     Reindex(ConfigArg),
+    /// Where each station stands: last seen, late, battery, GSM, alarms (reads the catalog only).
+    Status(StatusArgs),
+    /// The report of a period: who reported, gaps, alarms, failed values, refused bodies.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArg,
+    /// Only late stations; exit 1 when there is any (for monitoring agents).
+    #[arg(long)]
+    pub(crate) late: bool,
+    /// Only these stations (repeat for several).
+    #[arg(long = "station", value_name = "ID")]
+    pub(crate) stations: Vec<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub(crate) format: crate::status::Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReportArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArg,
+    /// The period: the last DAYS days up to now.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=366))]
+    pub(crate) days: u32,
+    #[arg(long, value_enum, default_value = "text")]
+    pub(crate) format: crate::report::Format,
+    /// Write to FILE (atomically) instead of standard output.
+    #[arg(long, value_name = "FILE", conflicts_with = "output_dir")]
+    pub(crate) output: Option<PathBuf>,
+    /// Write to DIR/dlsrv-report-<last day>.<format> (what the timer does).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) output_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +108,17 @@ pub fn main() -> ExitCode {
             .and_then(|config| crate::admin::run(&config, &args.action))
             .map(|output| print!("{output}")),
         Command::Reindex(arg) => Config::load(arg.config.as_deref()).and_then(reindex),
+        Command::Status(args) => {
+            return match Config::load(args.config.config.as_deref()).and_then(|c| status(&c, &args))
+            {
+                Ok(code) => code,
+                // Not 1: that means "a station is late" to a monitoring agent.
+                Err(e) => fail(&e, 2),
+            };
+        }
+        Command::Report(args) => {
+            Config::load(args.config.config.as_deref()).and_then(|c| crate::report::run(&c, &args))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,6 +128,39 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn fail(e: &anyhow::Error, code: u8) -> ExitCode {
+    eprintln!("dlsrv: {e:#}");
+    ExitCode::from(code)
+}
+
+/// `dlsrv status`: exit 0, or with `--late` 1 when a station is late (2 on an error).
+/// Only reads (the catalog as [`crate::status::open_catalog`] opens it), as any user.
+fn status(config: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let rows = match crate::status::open_catalog(&config.state_dir)? {
+        Some(conn) => crate::status::stations(
+            &conn,
+            &config.state_dir,
+            crate::status::Lateness::of(config),
+            chrono::Utc::now(),
+            &args.stations,
+        )
+        .context("cannot read the catalog")?,
+        None => Vec::new(),
+    };
+    let rows: Vec<_> = rows.into_iter().filter(|r| !args.late || r.late).collect();
+    let text = match args.format {
+        crate::status::Format::Table => crate::status::table(&rows),
+        crate::status::Format::Json => crate::status::json(&rows)?,
+        crate::status::Format::Csv => crate::status::csv(&rows)?,
+    };
+    print!("{text}");
+    Ok(if args.late && !rows.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn check_config(config: Config) -> anyhow::Result<()> {

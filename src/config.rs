@@ -22,7 +22,7 @@ pub const ENV_PREFIX: &str = "DLSRV_";
 pub const MAX_SOCKET_PATH: usize = 107;
 
 /// The effective configuration of one dlsrv instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Path of the Unix socket NGINX connects to.
@@ -92,6 +92,12 @@ pub struct Config {
     pub min_free_inodes: u64,
     /// Seconds after which a command handed out and not acknowledged is handed out again.
     pub command_ack_timeout_secs: u64,
+    /// The transmission cycle assumed for a station that tells none and has
+    /// too few transmissions for a median.
+    pub default_cycle_secs: u64,
+    /// A station is late after `late_factor` × its cycle plus `late_grace_secs`.
+    pub late_factor: f64,
+    pub late_grace_secs: u64,
 }
 
 /// Who may speak for which station (see `access`).
@@ -139,6 +145,9 @@ impl Default for Config {
             min_free_bytes: 1024 * 1024 * 1024,
             min_free_inodes: 50_000,
             command_ack_timeout_secs: 86_400,
+            default_cycle_secs: 3600,
+            late_factor: 2.0,
+            late_grace_secs: 300,
         }
     }
 }
@@ -316,10 +325,20 @@ impl Config {
             ("inflight_wait_secs", self.inflight_wait_secs),
             ("upload_deadline_secs", self.upload_deadline_secs),
             ("command_ack_timeout_secs", self.command_ack_timeout_secs),
+            ("default_cycle_secs", self.default_cycle_secs),
         ] {
             if secs == 0 || secs > 86_400 * 30 {
                 bail!("{key}: {secs} is not in 1..=2592000 seconds");
             }
+        }
+        if !(1.0..=100.0).contains(&self.late_factor) {
+            bail!("late_factor: {} is not in 1.0..=100.0", self.late_factor);
+        }
+        if self.late_grace_secs > 86_400 {
+            bail!(
+                "late_grace_secs: {} is more than a day",
+                self.late_grace_secs
+            );
         }
         Ok(())
     }

@@ -131,6 +131,8 @@ pub(crate) fn reindex(
             params![started],
         )
         .context("cannot remove the rows of vanished files")?;
+    catalog::summaries::remove_orphans(&conn)
+        .context("cannot remove the summaries of vanished files")?;
     Ok(summary)
 }
 
@@ -328,6 +330,7 @@ fn hash_all(entries: Vec<Entry>) -> (Vec<Row>, usize) {
     for entry in entries {
         match std::fs::read(&entry.path) {
             Ok(body) => rows.push(Row {
+                summary: summarise(&entry.action, &body),
                 station_id: entry.station,
                 action: entry.action,
                 received: entry.received,
@@ -346,22 +349,31 @@ fn hash_all(entries: Vec<Entry>) -> (Vec<Row>, usize) {
     (rows, unreadable)
 }
 
+/// The summary of a data message or an alarm, read as the service reads it
+/// (a body that does not pass the check, such as one the old service
+/// garbled, has none).
+fn summarise(action: &str, body: &[u8]) -> Option<std::sync::Arc<crate::summary::Summary>> {
+    let action = crate::actions::Action::parse(action.as_bytes()).ok()?;
+    if !matches!(
+        action,
+        crate::actions::Action::SendData | crate::actions::Action::SendAlarm
+    ) {
+        return None;
+    }
+    let crate::actions::Kind::Document { root, .. } = action.spec().kind else {
+        return None;
+    };
+    let document = crate::xml::check(body, root, &crate::xml::Limits::default()).ok()?;
+    Some(std::sync::Arc::new(document.summary))
+}
+
 fn write(conn: &mut Connection, batch: &mut Vec<Row>, mode: Mode) -> anyhow::Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
     let now = layout::rfc3339(Utc::now());
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    {
-        let sql = match mode {
-            Mode::CatchUp => catalog::INSERT_ROW,
-            Mode::Rebuild => catalog::UPSERT_ROW,
-        };
-        let mut stmt = tx.prepare_cached(sql)?;
-        for r in batch.iter() {
-            catalog::insert(&mut stmt, r, &now)?;
-        }
-    }
+    catalog::write_rows(&tx, batch.iter(), mode == Mode::Rebuild, &now)?;
     tx.commit().context("cannot commit catalog rows")?;
     batch.clear();
     Ok(())

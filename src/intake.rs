@@ -17,6 +17,7 @@
 //! for streamed bodies, so no thread waits for the network.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -25,12 +26,13 @@ use sha2::{Digest, Sha256};
 use crate::actions::{Action, Delivered, Kind};
 use crate::archive::Stored;
 use crate::budget::Reservation;
-use crate::catalog::Row;
+use crate::catalog::{DuplicateRow, Row};
 use crate::decode::{Decoder, Encoding};
 use crate::durable::TempFile;
 use crate::error::RequestError;
 use crate::request::StationId;
 use crate::state::AppState;
+use crate::summary::Summary;
 use crate::xml;
 
 /// A body that was accepted (answered 200).
@@ -191,15 +193,18 @@ impl Intake {
             return Err(RequestError::EmptyBody.into());
         }
         let name = action.name();
-        let store = |content: Content| {
+        let store = |content: Content, summary: Option<Arc<Summary>>| {
             // A duplicate drops a streamed body's temp file: nothing is stored twice.
             store_once(
                 state,
                 action,
                 &station,
-                sha256,
-                bytes,
-                received,
+                Facts {
+                    sha256,
+                    bytes,
+                    received,
+                    summary,
+                },
                 || match content {
                     Content::Memory(body) => {
                         state.archive.store(name, station.as_str(), received, &body)
@@ -212,7 +217,7 @@ impl Intake {
         };
         let (stored, duplicate) = match (content, &action.spec().kind) {
             (Content::Memory(body), Kind::Document { root, after_store }) => {
-                let document = match xml::check(&body, root, &state.xml_limits) {
+                let mut document = match xml::check(&body, root, &state.xml_limits) {
                     Ok(document) => document,
                     Err(reason) => {
                         let error = RequestError::Malformed(reason);
@@ -221,7 +226,9 @@ impl Intake {
                         ));
                     }
                 };
-                let (stored, duplicate) = store(Content::Memory(body.clone()))?;
+                let summary = std::mem::take(&mut document.summary);
+                let summary = (summary != Summary::default()).then(|| Arc::new(summary));
+                let (stored, duplicate) = store(Content::Memory(body.clone()), summary)?;
                 after_store(&Delivered {
                     state,
                     station: &station,
@@ -233,7 +240,7 @@ impl Intake {
                 .map_err(RequestError::store)?;
                 (stored, duplicate)
             }
-            (content, _) => store(content)?,
+            (content, _) => store(content, None)?,
         };
         Ok(Accepted {
             stored,
@@ -249,18 +256,36 @@ enum Content {
     File(TempFile),
 }
 
+/// What the catalog row of a body says besides where it went.
+struct Facts {
+    sha256: String,
+    bytes: u64,
+    received: DateTime<Utc>,
+    summary: Option<Arc<Summary>>,
+}
+
 /// Answers an identical recent body with its earlier copy; stores anything
 /// else durably and queues its catalog row.
 fn store_once(
     state: &AppState,
     action: Action,
     station: &StationId,
-    sha256: String,
-    bytes: u64,
-    received: DateTime<Utc>,
+    facts: Facts,
     store: impl FnOnce() -> io::Result<Stored>,
 ) -> Result<(Stored, bool), Refusal> {
+    let Facts {
+        sha256,
+        bytes,
+        received,
+        summary,
+    } = facts;
     if let Some(earlier) = state.find_duplicate(action, station.as_str(), &sha256, received) {
+        state.catalog.record_duplicate(DuplicateRow {
+            station_id: station.as_str().to_owned(),
+            action: action.name().to_owned(),
+            received,
+            original: earlier.relative.clone(),
+        });
         return Ok((earlier, true));
     }
     let stored = store().map_err(RequestError::store)?;
@@ -271,6 +296,7 @@ fn store_once(
         path: stored.relative.clone(),
         bytes,
         sha256,
+        summary,
     });
     Ok((stored, false))
 }

@@ -159,6 +159,11 @@ pub fn queue_dir(station: &str, sub: &str) -> PathBuf {
     Path::new(COMMANDS).join(station).join(sub)
 }
 
+/// `<state_dir>/commands/<station>/<sub>`.
+pub fn queue_path(state_dir: &Path, station: &str, sub: &str) -> PathBuf {
+    state_dir.join(queue_dir(station, sub))
+}
+
 /// `rejected/YYYY/MM/DD`, relative to `state_dir`.
 pub fn rejected_day_dir(t: DateTime<Utc>) -> PathBuf {
     Path::new(REJECTED).join(date_path(t))

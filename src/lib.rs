@@ -17,6 +17,7 @@
 //! - `intake`: the one pipeline of every POST: decode → check → dedup → store → catalog.
 //! - `decode`: the one `Content-Encoding` decoder (deflate, gzip), bounded.
 //! - `xml`: well-formedness, root element, `stationId`s, `Ack`s, in one pass.
+//! - `summary`: what the catalog learns of a document (station info, channels, alarm), in that pass.
 //! - [`layout`]: every path and time format; the read-only archive reader.
 //! - `durable`: the one durable write (temp → fsync → rename → fsync dir).
 //! - `archive`: archive names, collisions, on top of `durable`.
@@ -30,6 +31,9 @@
 //! - `migrate`: moving an older installation's state out of `data_dir`.
 //! - `cleanup`: temp files left by a crash, removed after start.
 //! - `metrics`: `GET /metrics` (prometheus-client).
+//! - `status`: where each station stands, from the catalog (`dlsrv status`, the pages, `/metrics`).
+//! - `page`: the operators' status pages (`/status`), server-rendered with maud.
+//! - `report`: `dlsrv report`, the report of a period.
 //! - `response`: the OTT Response document and plain-text answers.
 //! - `error`: request failures and their status codes.
 //! - [`state`]: what all requests share.
@@ -61,8 +65,10 @@ pub mod listener;
 pub(crate) mod logging;
 pub(crate) mod metrics;
 pub(crate) mod migrate;
+pub(crate) mod page;
 pub(crate) mod queue;
 pub(crate) mod rejected;
+pub(crate) mod report;
 pub(crate) mod reqlog;
 pub(crate) mod request;
 pub(crate) mod response;
@@ -70,5 +76,7 @@ pub(crate) mod routes;
 pub mod server;
 pub(crate) mod space;
 pub mod state;
+pub(crate) mod status;
+pub(crate) mod summary;
 pub(crate) mod systemd;
 pub(crate) mod xml;

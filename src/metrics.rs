@@ -7,6 +7,12 @@
 //! and the last transmission time of each station (at most
 //! `metrics_max_stations` of them, so a flood of station ids cannot grow the
 //! memory or the scrape without bound).
+//!
+//! From the catalog, read at each scrape (as `dlsrv status` reads it, the
+//! same `metrics_max_stations` bound): per station its battery voltage, GSM
+//! signal, seconds since its last data message and whether it is late, and
+//! the number of late stations — so Grafana and Alertmanager can alert
+//! without polling `dlsrv status`.
 
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -65,6 +71,11 @@ pub(crate) struct Metrics {
     commands_resent: Counter,
     catalog_errors: Counter<u64, AtomicU64>,
     group_flushes: Counter<u64, AtomicU64>,
+    station_battery: Family<StationLabels, Gauge<f64, AtomicU64>>,
+    station_gsm: Family<StationLabels, Gauge<f64, AtomicU64>>,
+    station_age: Family<StationLabels, Gauge>,
+    station_late: Family<StationLabels, Gauge>,
+    stations_late: Gauge,
     max_stations: usize,
 }
 
@@ -116,6 +127,11 @@ impl Metrics {
             commands_resent: Counter::default(),
             catalog_errors: Counter::default(),
             group_flushes: Counter::default(),
+            station_battery: Family::default(),
+            station_gsm: Family::default(),
+            station_age: Family::default(),
+            station_late: Family::default(),
+            stations_late: Gauge::default(),
             max_stations,
             registry,
         };
@@ -211,6 +227,31 @@ impl Metrics {
             "Commands handed out again after command_ack_timeout_secs without an acknowledgement",
             m.commands_resent.clone(),
         );
+        registry.register(
+            "dlsrv_station_battery_volts",
+            "Battery voltage of each station's newest data message that had one (catalog)",
+            m.station_battery.clone(),
+        );
+        registry.register(
+            "dlsrv_station_gsm_signal",
+            "GSM signal quality of each station's newest StationInfo (catalog)",
+            m.station_gsm.clone(),
+        );
+        registry.register(
+            "dlsrv_station_data_age_seconds",
+            "Seconds since each station's last data message (catalog)",
+            m.station_age.clone(),
+        );
+        registry.register(
+            "dlsrv_station_late",
+            "1 when a station is late (as dlsrv status says), else 0",
+            m.station_late.clone(),
+        );
+        registry.register(
+            "dlsrv_stations_late",
+            "Stations late now, of all the catalog knows",
+            m.stations_late.clone(),
+        );
         if group {
             registry.register(
                 "dlsrv_group_commit_flushes",
@@ -294,6 +335,35 @@ impl Metrics {
             self.stations_tracked.inc();
         } else {
             self.stations_untracked.inc();
+        }
+    }
+
+    /// The catalog's view of the stations, for the scrape (at most
+    /// `metrics_max_stations` get gauges of their own; late ones first).
+    pub(crate) fn stations_seen(&self, stations: &[crate::status::StationStatus]) {
+        for family in [&self.station_age, &self.station_late] {
+            family.clear();
+        }
+        self.station_battery.clear();
+        self.station_gsm.clear();
+        self.stations_late
+            .set(i64::try_from(stations.iter().filter(|s| s.late).count()).unwrap_or(i64::MAX));
+        for s in stations.iter().take(self.max_stations) {
+            let labels = StationLabels {
+                station: s.station_id.clone(),
+            };
+            if let Some(v) = s.battery_voltage {
+                self.station_battery.get_or_create(&labels).set(v);
+            }
+            if let Some(v) = s.gsm_signal {
+                self.station_gsm.get_or_create(&labels).set(v);
+            }
+            if let Some(age) = s.age_secs {
+                self.station_age.get_or_create(&labels).set(age);
+            }
+            self.station_late
+                .get_or_create(&labels)
+                .set(i64::from(s.late));
         }
     }
 

@@ -189,6 +189,7 @@ pub(crate) fn keep(
                     path: relative.clone(),
                     bytes: body.len() as u64,
                     sha256,
+                    summary: None,
                 },
                 reason,
             });

@@ -59,6 +59,28 @@ pub(crate) fn metrics(text: String) -> Response<Body> {
     )
 }
 
+/// An operators' page (HTML) or its JSON. The page loads nothing from
+/// anywhere: the policy says so to the browser too.
+pub(crate) fn page(body: String, json: bool) -> Response<Body> {
+    let content_type = if json {
+        "application/json"
+    } else {
+        "text/html; charset=utf-8"
+    };
+    let mut response = with_type(StatusCode::OK, content_type, body);
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src data:"),
+    );
+    headers.insert("cache-control", HeaderValue::from_static("no-store"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
 pub(crate) fn pong() -> Response<Body> {
     with_type(StatusCode::OK, TEXT, "pong\n".to_owned())
 }

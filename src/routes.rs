@@ -80,14 +80,21 @@ async fn route(
         "/metrics" => match *req.method() {
             Method::GET | Method::HEAD => Ok((
                 response::metrics(
-                    state
-                        .metrics
-                        .render(state.catalog.pending(), state.budget.in_use()),
+                    blocking(state, |s| {
+                        s.refresh_station_metrics();
+                        s.metrics.render(s.catalog.pending(), s.budget.in_use())
+                    })
+                    .await?,
                 ),
                 Outcome::Other,
             )),
             _ => Err(RequestError::MethodNotAllowed { allow: "GET, HEAD" }.into()),
         },
+        "/status" | "/status/" | "/status.json" => status_page(req, state, &path, None).await,
+        p if p.starts_with("/status/") => {
+            let station = p["/status/".len()..].to_owned();
+            status_page(req, state, &path, Some(station)).await
+        }
         "/ott" | "/ott/" => {
             if !matches!(*req.method(), Method::GET | Method::POST) {
                 return Err(RequestError::MethodNotAllowed { allow: "GET, POST" }.into());
@@ -130,6 +137,68 @@ async fn route(
             _ => Err(RequestError::NotFound.into()),
         },
     }
+}
+
+/// The operators' pages (`crate::page`): GET or HEAD, refused (403) to a
+/// login that is a logger's, rendered from the catalog on the blocking pool.
+async fn status_page(
+    req: Request<Incoming>,
+    state: &Arc<AppState>,
+    path: &str,
+    station: Option<String>,
+) -> Answer {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Err(RequestError::MethodNotAllowed { allow: "GET, HEAD" }.into());
+    }
+    let login = req
+        .headers()
+        .get("x-remote-user")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let page_no = req
+        .uri()
+        .query()
+        .and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "page")
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+        })
+        .unwrap_or(1);
+    let json = path == "/status.json";
+    let rendered = blocking(state, move |s| {
+        if let Some(login) = login.as_deref().filter(|l| !l.is_empty())
+            && s.is_logger_login(login)
+        {
+            return Err(RequestError::Forbidden(format!(
+                "login {} is a logger's: the status pages are for operators",
+                actions::printable(login, 64)
+            )));
+        }
+        let lateness = crate::status::Lateness::of(&s.config);
+        let now = Utc::now();
+        let state_dir = s.state_dir().to_path_buf();
+        let result = s.catalog.with_reader(|conn| match (&station, json) {
+            (_, true) => {
+                let rows = crate::status::stations(conn, &state_dir, lateness, now, &[])?;
+                Ok(Some((crate::status::json(&rows).unwrap_or_default(), true)))
+            }
+            (Some(id), _) => Ok(crate::page::station(conn, &state_dir, lateness, now, id)?
+                .map(|html| (html, false))),
+            (None, _) => Ok(Some((
+                crate::page::overview(conn, &state_dir, lateness, now, page_no)?,
+                false,
+            ))),
+        });
+        match result {
+            Ok(Some(page)) => Ok(page),
+            Ok(None) => Err(RequestError::NotFound),
+            Err(e) => Err(RequestError::store(std::io::Error::other(format!(
+                "cannot read the catalog: {e}"
+            )))),
+        }
+    })
+    .await??;
+    let (body, is_json) = rendered;
+    Ok((response::page(body, is_json), Outcome::Other))
 }
 
 /// The login NGINX checked (`X-Remote-User`) may speak for the query's station.

@@ -208,6 +208,42 @@ impl AppState {
         }
     }
 
+    /// `login` is a logger's: in the logins map, or (`station_access =
+    /// "login"`) the id of a known station. The operators' pages refuse it.
+    pub(crate) fn is_logger_login(&self, login: &str) -> bool {
+        match &*self.access() {
+            Policy::Map(map) => map.contains_key(login),
+            Policy::Login => self
+                .catalog
+                .with_reader(|conn| {
+                    conn.query_row(
+                        "SELECT 1 FROM stations WHERE station_id = ?1",
+                        [login],
+                        |_| Ok(()),
+                    )
+                    .map(|()| true)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(false),
+                        e => Err(e),
+                    })
+                })
+                .unwrap_or(true),
+            Policy::Any => false,
+        }
+    }
+
+    /// Reads the stations from the catalog into the per-station gauges.
+    pub(crate) fn refresh_station_metrics(&self) {
+        let lateness = crate::status::Lateness::of(&self.config);
+        let state_dir = self.state_dir().to_path_buf();
+        match self.catalog.with_reader(|conn| {
+            crate::status::stations(conn, &state_dir, lateness, Utc::now(), &[])
+        }) {
+            Ok(stations) => self.metrics.stations_seen(&stations),
+            Err(e) => tracing::warn!(error = %e, "cannot read the stations for /metrics"),
+        }
+    }
+
     /// The policy in force.
     pub(crate) fn access(&self) -> Arc<Policy> {
         self.access

@@ -16,6 +16,8 @@
 
 use std::borrow::Cow;
 
+use crate::summary::{Collector, Summary, Val};
+
 /// Bounds on the shape of a document, each refused with a clear reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
@@ -23,8 +25,8 @@ pub(crate) struct Limits {
     pub(crate) max_depth: usize,
     /// Attributes of one element.
     pub(crate) max_attributes: usize,
-    /// `StationData`, `StationCommands` and `Ack` elements together; also
-    /// the number of `ackId` attributes.
+    /// `StationData`, `StationCommands`, `ChannelData` and `Ack` elements
+    /// together; also the number of `ackId` attributes.
     pub(crate) max_items: usize,
 }
 
@@ -50,6 +52,8 @@ pub(crate) struct Document {
     pub(crate) ack_ids: Vec<String>,
     /// The `Ack` elements of a Response.
     pub(crate) acks: Vec<Ack>,
+    /// What the catalog keeps of a data message or an alarm.
+    pub(crate) summary: Summary,
 }
 
 /// One acknowledged command: `<Ack ackId="101" status="FAIL">reason</Ack>`.
@@ -174,6 +178,7 @@ fn inspect_with(body: &[u8], limits: &Limits) -> Result<Document, String> {
     let mut open: Vec<(usize, usize)> = Vec::with_capacity(16); // name ranges of the open elements
     let mut items = 0usize;
     let mut in_ack: Option<(usize, Ack, Vec<u8>)> = None; // depth, ack, raw reason
+    let mut collector = Collector::default();
     // A UTF-8 byte-order mark may lead.
     if s.b.starts_with(b"\xef\xbb\xbf") {
         s.pos = 3;
@@ -199,8 +204,14 @@ fn inspect_with(body: &[u8], limits: &Limits) -> Result<Document, String> {
             {
                 return Err(s.error_at(s.pos, "text outside the root element"));
             }
-        } else if let Some((_, _, reason)) = &mut in_ack {
-            reason.extend_from_slice(text);
+        } else {
+            if let Some((_, _, reason)) = &mut in_ack {
+                reason.extend_from_slice(text);
+            }
+            if collector.wants_text() && !text.is_empty() {
+                let blank = text.iter().all(|&c| is_space(c));
+                collector.text(Val::Raw(s.pos, end), blank, &|v| s.decode_val(v))?;
+            }
         }
         let Some(lt) = next else { break };
         s.pos = lt;
@@ -232,6 +243,11 @@ fn inspect_with(body: &[u8], limits: &Limits) -> Result<Document, String> {
             let close = s
                 .find(lt + 9, b"]]>")
                 .ok_or_else(|| s.error_at(lt, "a CDATA section is not closed"))?;
+            if collector.wants_text() {
+                // Literal: no references to resolve.
+                let cdata = s.decode_plain(&s.b[lt + 9..close]).into_owned();
+                collector.text(Val::Owned(cdata), false, &|v| s.decode_val(v))?;
+            }
             if let Some((_, _, reason)) = &mut in_ack {
                 // CDATA is literal: escape what unescaping would change.
                 for &c in &s.b[lt + 9..close] {
@@ -272,6 +288,7 @@ fn inspect_with(body: &[u8], limits: &Limits) -> Result<Document, String> {
             p += 1;
             let depth = open.len();
             open.pop();
+            collector.end(depth);
             if in_ack.as_ref().is_some_and(|(d, _, _)| *d == depth)
                 && let Some((_, mut ack, reason)) = in_ack.take()
             {
@@ -305,18 +322,23 @@ fn inspect_with(body: &[u8], limits: &Limits) -> Result<Document, String> {
             }
             let is_ack = tag == b"Ack";
             let names_item = matches!(tag, b"StationData" | b"StationCommands");
-            if is_ack || names_item {
+            if is_ack || names_item || tag == b"ChannelData" {
                 items += 1;
                 if items > limits.max_items {
                     return Err(s.error_at(
                         lt,
                         &format!(
-                            "more than {} StationData, StationCommands and Ack elements",
+                            "more than {} StationData, StationCommands, ChannelData and Ack elements",
                             limits.max_items
                         ),
                     ));
                 }
             }
+            // The attributes the summary wants of this element, as ranges:
+            // (which of `wanted`, from, to).
+            let wanted = collector.wanted(depth, tag);
+            let mut captured: [(usize, usize, usize); 9] = [(0, 0, 0); 9];
+            let mut n_captured = 0usize;
             let mut keys: [(usize, usize); 8] = [(0, 0); 8];
             let mut more_keys: Vec<(usize, usize)> = Vec::new();
             let mut count = 0usize;
@@ -433,6 +455,13 @@ fn inspect_with(body: &[u8], limits: &Limits) -> Result<Document, String> {
                 if let Some(slot) = slot {
                     *slot = Some(s.decode(&s.b[q + 1..value_end])?);
                 }
+                if !wanted.is_empty()
+                    && let Some(which) = wanted.iter().position(|w| *w == &s.b[key_start..key_end])
+                    && n_captured < captured.len()
+                {
+                    captured[n_captured] = (which, q + 1, value_end);
+                    n_captured += 1;
+                }
                 p = value_end + 1;
                 after_value = true;
             };
@@ -446,6 +475,25 @@ fn inspect_with(body: &[u8], limits: &Limits) -> Result<Document, String> {
                         lt,
                         &format!("more than {} ackId attributes", limits.max_items),
                     ));
+                }
+            }
+            if collector.follows(depth, tag) {
+                let mut attrs: Vec<(&'static [u8], Val)> = Vec::new();
+                let mut value_attrs = [None, None];
+                for &(which, from, to) in &captured[..n_captured] {
+                    if tag == b"VT" {
+                        // Hundreds per message: ranges only, nothing allocated.
+                        value_attrs[which.min(1)] = Some(Val::Raw(from, to));
+                    } else {
+                        attrs.push((wanted[which], Val::Raw(from, to)));
+                    }
+                }
+                let decode = |v: &Val| s.decode_val(v);
+                if tag == b"VT" {
+                    let [t, code] = value_attrs;
+                    collector.value(depth, t, code, empty, &decode)?;
+                } else {
+                    collector.start(depth, tag, &mut attrs, empty, &decode)?;
                 }
             }
             if is_ack {
@@ -472,6 +520,7 @@ fn inspect_with(body: &[u8], limits: &Limits) -> Result<Document, String> {
     if doc.root.is_empty() {
         return Err("no root element".into());
     }
+    doc.summary = collector.finish(&|v| s.decode_val(v))?;
     Ok(doc)
 }
 
@@ -581,6 +630,10 @@ impl Scanner<'_> {
     /// Raw bytes as text, per the declared encoding (ISO-8859-1, or UTF-8
     /// when valid, else ISO-8859-1).
     fn decode_plain<'b>(&self, raw: &'b [u8]) -> Cow<'b, str> {
+        // Values are ASCII in almost every message, whatever its encoding.
+        if raw.is_ascii() {
+            return Cow::Borrowed(std::str::from_utf8(raw).unwrap_or_default());
+        }
         match (self.latin1, std::str::from_utf8(raw)) {
             (false, Ok(s)) => Cow::Borrowed(s),
             _ => Cow::Owned(latin1(raw)),
@@ -590,10 +643,29 @@ impl Scanner<'_> {
     /// Raw bytes of a value as text (per the declared encoding) with its
     /// references resolved by quick-xml.
     fn decode(&self, raw: &[u8]) -> Result<String, String> {
-        let text = self.decode_plain(raw);
-        quick_xml::escape::unescape(&text)
-            .map(Cow::into_owned)
-            .map_err(|e| format!("bad reference: {e}"))
+        self.decode_cow(raw).map(Cow::into_owned)
+    }
+
+    /// [`Scanner::decode`], borrowing when nothing needs to change.
+    fn decode_cow<'b>(&self, raw: &'b [u8]) -> Result<Cow<'b, str>, String> {
+        match self.decode_plain(raw) {
+            Cow::Borrowed(text) => {
+                quick_xml::escape::unescape(text).map_err(|e| format!("bad reference: {e}"))
+            }
+            Cow::Owned(text) => quick_xml::escape::unescape(&text)
+                .map(|t| Cow::Owned(t.into_owned()))
+                .map_err(|e| format!("bad reference: {e}")),
+        }
+    }
+
+    /// A value the summary kept, as text.
+    fn decode_val(&self, v: &Val) -> Result<String, String> {
+        match v {
+            Val::Raw(from, to) => self.b.get(*from..*to).map_or(Ok(String::new()), |raw| {
+                self.decode_cow(raw).map(Cow::into_owned)
+            }),
+            Val::Owned(text) => Ok(text.clone()),
+        }
     }
 }
 
@@ -628,6 +700,7 @@ pub(crate) mod oracle {
         let mut first = true;
         // The Ack being read and the depth it was opened at.
         let mut in_ack: Option<(usize, Ack)> = None;
+        let mut collector = Collector::default();
         loop {
             let event = reader
                 .read_event()
@@ -654,8 +727,12 @@ pub(crate) mod oracle {
                     }
                     if let Some(ack) = element(&e, depth, &mut doc, &mut items, limits)? {
                         in_ack = Some((depth, ack));
-                        reader.config_mut().trim_text(false);
                     }
+                    collect(&mut collector, &e, depth, false)?;
+                    // Text that is kept is read whole, white space and all.
+                    reader
+                        .config_mut()
+                        .trim_text(in_ack.is_none() && !collector.wants_text());
                 }
                 Event::Empty(e) => {
                     if depth + 1 > limits.max_depth {
@@ -667,6 +744,7 @@ pub(crate) mod oracle {
                     if let Some(ack) = element(&e, depth + 1, &mut doc, &mut items, limits)? {
                         doc.acks.push(ack);
                     }
+                    collect(&mut collector, &e, depth + 1, true)?;
                 }
                 Event::End(e) => {
                     if depth == 0 {
@@ -677,8 +755,11 @@ pub(crate) mod oracle {
                     {
                         ack.reason = ack.reason.trim().to_owned();
                         doc.acks.push(ack);
-                        reader.config_mut().trim_text(true);
                     }
+                    collector.end(depth);
+                    reader
+                        .config_mut()
+                        .trim_text(in_ack.is_none() && !collector.wants_text());
                     depth -= 1;
                 }
                 Event::Text(t) => {
@@ -688,6 +769,10 @@ pub(crate) mod oracle {
                     if let Some((_, ack)) = &mut in_ack {
                         ack.reason.push_str(&t);
                     }
+                    if collector.wants_text() {
+                        let blank = t.chars().all(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
+                        collector.text(Val::Owned(t.to_string()), blank, &owned)?;
+                    }
                 }
                 Event::CData(c) => {
                     if depth == 0 {
@@ -695,6 +780,9 @@ pub(crate) mod oracle {
                     }
                     if let Some((_, ack)) = &mut in_ack {
                         ack.reason.push_str(&c);
+                    }
+                    if collector.wants_text() {
+                        collector.text(Val::Owned(c.to_string()), false, &owned)?;
                     }
                 }
                 Event::GeneralRef(r) => {
@@ -711,6 +799,9 @@ pub(crate) mod oracle {
                     if let Some((_, ack)) = &mut in_ack {
                         ack.reason.push_str(&resolved);
                     }
+                    if collector.wants_text() {
+                        collector.text(Val::Owned(resolved), false, &owned)?;
+                    }
                 }
                 Event::Eof => break,
             }
@@ -721,7 +812,41 @@ pub(crate) mod oracle {
         if doc.root.is_empty() {
             return Err("no root element".into());
         }
+        doc.summary = collector.finish(&owned)?;
         Ok(doc)
+    }
+
+    /// The oracle's values are decoded already.
+    fn owned(v: &Val) -> Result<String, String> {
+        match v {
+            Val::Owned(text) => Ok(text.clone()),
+            Val::Raw(..) => Err("the oracle keeps no ranges".into()),
+        }
+    }
+
+    /// Tells the collector of an element, with the attributes it wants.
+    fn collect(
+        collector: &mut Collector,
+        e: &BytesStart<'_>,
+        depth: usize,
+        empty: bool,
+    ) -> Result<(), String> {
+        let name = e.name();
+        let tag = name.as_ref().as_bytes();
+        let wanted = collector.wanted(depth, tag);
+        let mut values: Vec<(&'static [u8], Val)> = Vec::new();
+        let mut attributes = e.attributes();
+        attributes.with_checks(false);
+        for attr in attributes.flatten() {
+            let key = attr.key.0.as_bytes();
+            if let Some(w) = wanted.iter().find(|w| **w == key) {
+                values.push((w, Val::Owned(value(&attr.value)?.into_owned())));
+            }
+        }
+        if collector.follows(depth, tag) {
+            collector.start(depth, tag, &mut values, empty, &owned)?;
+        }
+        Ok(())
     }
 
     /// Records what a start tag tells; returns the `Ack` it opens, if it is one.
@@ -739,11 +864,11 @@ pub(crate) mod oracle {
         }
         let is_ack = tag == "Ack";
         let names_station = depth == 1 || matches!(tag, "StationData" | "StationCommands");
-        if is_ack || matches!(tag, "StationData" | "StationCommands") {
+        if is_ack || matches!(tag, "StationData" | "StationCommands" | "ChannelData") {
             *items += 1;
             if *items > limits.max_items {
                 return Err(format!(
-                    "more than {} StationData, StationCommands and Ack elements",
+                    "more than {} StationData, StationCommands, ChannelData and Ack elements",
                     limits.max_items
                 ));
             }
@@ -982,6 +1107,10 @@ mod tests {
             "b:c",
             "StationCommands",
             "Response",
+            "StationInfo",
+            "ChannelData",
+            "Values",
+            "AlarmMessage",
         ]);
         let value = proptest::sample::select(vec![
             "1",
@@ -993,10 +1122,25 @@ mod tests {
             "a b",
             "&#x41;",
             "",
+            "05",
+            "+01:00",
         ]);
         let attrs = proptest::sample::subsequence(
-            vec!["stationId", "ackId", "status", "t", "x", "unit"],
-            0..3,
+            vec![
+                "stationId",
+                "ackId",
+                "status",
+                "t",
+                "x",
+                "unit",
+                "errorcode",
+                "channelId",
+                "name",
+                "timezone",
+                "batteryVoltage",
+                "type",
+            ],
+            0..4,
         )
         .prop_flat_map(move |keys| {
             let n = keys.len();
@@ -1164,5 +1308,93 @@ mod tests {
             let expected: String = body.iter().map(|&b| char::from(b)).collect();
             prop_assert_eq!(latin1(&body), expected);
         }
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+    use crate::summary::{Channel, StationInfo};
+
+    #[test]
+    fn the_sample_data_message_is_summarised_in_the_check() {
+        let body = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("transmission_test/samples/senddata.xml"),
+        )
+        .expect("sample");
+        let s = check(&body, "StationDataList", &Limits::default())
+            .expect("valid")
+            .summary;
+        assert_eq!(s.station_name.as_deref(), Some("Pegel Mühlbach Brücke"));
+        assert_eq!(s.timezone.as_deref(), Some("+01:00"));
+        let info = s.info.expect("StationInfo");
+        assert_eq!(info.battery_voltage.as_deref(), Some("12.7"));
+        assert_eq!(info.transmission_cycle.as_deref(), Some("60"));
+        assert_eq!(info.device_type.as_deref(), Some("netDL1000"));
+        let level = &s.channels[0];
+        assert_eq!(
+            (level.channel_id.as_str(), level.unit.as_deref()),
+            ("0010", Some("cm"))
+        );
+        assert_eq!((level.values, level.errors), (5, 1));
+        assert_eq!(level.first_t.as_deref(), Some("2020-10-22T00:00:00"));
+        assert_eq!(level.last_value.as_deref(), Some("145.6"));
+    }
+
+    #[test]
+    fn shapes_loggers_send() {
+        let body = "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?>\n<StationDataList><StationData stationId=\"7\" timezone=\"-03:30\"  >\n\
+            <ChannelData channelId=\"0020\" unit=\"&#176;C\" name=\"Temp\"><Values>\
+            <VT t=\"2026-01-01T00:00:00\">1,5</VT><VT t=\"2026-01-01T01:00:00\" errorcode=\"05\">0</VT></Values><VInst t=\"x\">9</VInst></ChannelData>\
+            <ChannelData channelId=\"0050\" name=\"Batteriespannung\" unit=\"V\"><Values><VT t=\"2026-01-01T01:00:00\"> 12.4 </VT></Values></ChannelData>\
+            <ChannelData channelId=\"WSAV\"><Values/></ChannelData>\
+            </StationData><StationData stationId=\"8\" name=\"second\"/></StationDataList>";
+        let s = check(body.as_bytes(), "StationDataList", &Limits::default())
+            .expect("valid")
+            .summary;
+        assert_eq!(s.info, None::<StationInfo>, "no StationInfo");
+        assert_eq!(s.station_name, None, "the first StationData only");
+        assert_eq!(s.channels.len(), 3);
+        assert_eq!(s.channels[0].unit.as_deref(), Some("°C"));
+        assert_eq!(
+            (
+                s.channels[0].values,
+                s.channels[0].errors,
+                s.channels[0].last_value.as_deref()
+            ),
+            (2, 1, Some("1,5")),
+            "the failed value is no last value"
+        );
+        assert_eq!(s.channels[0].last_t.as_deref(), Some("2026-01-01T01:00:00"));
+        assert!(crate::summary::is_battery(&s.channels[1]));
+        assert_eq!(s.channels[1].last_value.as_deref(), Some("12.4"));
+        assert_eq!(
+            s.channels[2],
+            Channel {
+                channel_id: "WSAV".into(),
+                ..Channel::default()
+            }
+        );
+        assert_eq!(
+            oracle::inspect_with(body.as_bytes(), &Limits::default()).map(|d| d.summary),
+            Ok(s)
+        );
+    }
+
+    #[test]
+    fn an_alarm_is_summarised() {
+        let body = b"<AlarmMessage stationId=\"0000452891\" channelId=\"0010\" t=\"2026-01-01T00:00:00\" type=\"limit\">\n  Level above 150 cm &amp; rising<!-- x --> fast\n</AlarmMessage>";
+        let s = check(body, "AlarmMessage", &Limits::default())
+            .expect("valid")
+            .summary;
+        let alarm = s.alarm.clone().expect("alarm");
+        assert_eq!(alarm.kind.as_deref(), Some("limit"));
+        assert_eq!(alarm.channel_id.as_deref(), Some("0010"));
+        assert_eq!(alarm.text, "Level above 150 cm & rising fast");
+        assert_eq!(
+            oracle::inspect_with(body, &Limits::default()).map(|d| d.summary),
+            Ok(s)
+        );
     }
 }

@@ -39,9 +39,14 @@ use prometheus_client::metrics::counter::Counter;
 use rusqlite::{Connection, OpenFlags, params};
 
 use crate::layout;
+use crate::summary::Summary;
 
-/// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+pub(crate) mod summaries;
+
+/// The schema version this build writes (`PRAGMA user_version`): 2 added
+/// the summaries (`station_info`, `channels`, `alarms`, `stations`) and
+/// `duplicates`.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 -- No index on sha256: duplicates are looked up by station and time (rarely:
@@ -80,7 +85,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// commits change the WAL every few milliseconds.
 const REFRESH_EVERY: Duration = Duration::from_millis(50);
 /// How long the writer lets rows gather before it commits them together.
-const BATCH_DELAY: Duration = Duration::from_millis(10);
+const BATCH_DELAY: Duration = Duration::from_millis(50);
 /// Bytes of the database file mapped into memory (address space, not RAM).
 const MMAP_SIZE: i64 = 1 << 30;
 
@@ -94,6 +99,18 @@ pub(crate) struct Row {
     pub(crate) path: String,
     pub(crate) bytes: u64,
     pub(crate) sha256: String,
+    /// What the document says (data messages and alarms), for the summaries.
+    pub(crate) summary: Option<Arc<Summary>>,
+}
+
+/// An identical body answered with its earlier copy (`original`, relative
+/// to `data_dir`), not stored again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DuplicateRow {
+    pub(crate) station_id: String,
+    pub(crate) action: String,
+    pub(crate) received: DateTime<Utc>,
+    pub(crate) original: String,
 }
 
 /// One refused body kept in `state_dir`: its row (`path` relative to
@@ -109,6 +126,7 @@ pub(crate) struct RejectedRow {
 enum Pending {
     Row(Row),
     Rejected(RejectedRow),
+    Duplicate(DuplicateRow),
 }
 
 /// The queue between requests and the writer thread.
@@ -289,6 +307,11 @@ impl Catalog {
         self.queue(Pending::Rejected(row));
     }
 
+    /// Queues the note of a duplicate answered from its earlier copy.
+    pub(crate) fn record_duplicate(&self, row: DuplicateRow) {
+        self.queue(Pending::Duplicate(row));
+    }
+
     fn queue(&self, row: Pending) {
         let mut queue = lock(&self.shared.queue);
         if queue.stop {
@@ -423,7 +446,7 @@ impl Catalog {
         Ok(found)
     }
 
-    fn with_reader<T>(
+    pub(crate) fn with_reader<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
@@ -482,9 +505,23 @@ pub(crate) fn open_writable(path: &Path) -> anyhow::Result<Connection> {
             path.display()
         );
     }
-    conn.execute_batch(SCHEMA)
-        .with_context(|| format!("cannot create the catalog's tables in {}", path.display()))?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    if version < SCHEMA_VERSION {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(SCHEMA)
+            .and_then(|()| tx.execute_batch(summaries::SCHEMA))
+            .with_context(|| format!("cannot create the catalog's tables in {}", path.display()))?;
+        if version == 1 {
+            // Schema 1 had no summaries: the stations at least, from their rows.
+            tx.execute(summaries::STATIONS_FROM_TRANSMISSIONS, [])?;
+            tracing::warn!(
+                catalog = %path.display(),
+                "catalog upgraded to schema {SCHEMA_VERSION}: stations, battery, GSM and channels are known for \
+                 bodies stored from now on; run `dlsrv reindex` to read them from the earlier ones too"
+            );
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+    }
     Ok(conn)
 }
 
@@ -583,13 +620,15 @@ pub(crate) const UPSERT_ROW: &str = "INSERT INTO transmissions
       indexed_utc = excluded.indexed_utc";
 
 /// Runs [`INSERT_ROW`] or [`UPSERT_ROW`] for `row`, with `last` (when it
-/// is written, or a rejected body's reason) in the last column.
+/// is written, or a rejected body's reason) in the last column. Returns
+/// whether a row was written (a path already known is left alone by
+/// [`INSERT_ROW`]).
 pub(crate) fn insert(
     stmt: &mut rusqlite::CachedStatement<'_>,
     row: &Row,
     last: &str,
-) -> rusqlite::Result<()> {
-    stmt.execute(params![
+) -> rusqlite::Result<bool> {
+    let changed = stmt.execute(params![
         row.station_id,
         row.action,
         layout::rfc3339(row.received),
@@ -598,6 +637,23 @@ pub(crate) fn insert(
         row.sha256,
         last
     ])?;
+    Ok(changed > 0)
+}
+
+/// Writes `rows` (and their summaries) in `tx`: only new paths
+/// (`replace` false), or replacing what a path had (`dlsrv reindex`).
+pub(crate) fn write_rows<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    rows: impl IntoIterator<Item = &'a Row>,
+    replace: bool,
+    now: &str,
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(if replace { UPSERT_ROW } else { INSERT_ROW })?;
+    for row in rows {
+        if insert(&mut stmt, row, now)? {
+            summaries::write(tx, row, replace)?;
+        }
+    }
     Ok(())
 }
 
@@ -605,18 +661,24 @@ fn commit(conn: &mut Connection, rows: &[(u64, Pending)]) -> rusqlite::Result<()
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = layout::rfc3339(Utc::now());
     {
-        let mut row_stmt = tx.prepare_cached(INSERT_ROW)?;
         let mut rejected_stmt = tx.prepare_cached(
             "INSERT INTO rejected (station_id, action, received_utc, path, bytes, sha256, reason)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (path) DO NOTHING",
         )?;
         for (_, row) in rows {
             match row {
-                Pending::Row(r) => insert(&mut row_stmt, r, &now)?,
+                Pending::Row(r) => write_rows(&tx, [r], false, &now)?,
                 // The two tables' columns match but for the last.
                 Pending::Rejected(RejectedRow { body, reason }) => {
                     insert(&mut rejected_stmt, body, reason)?;
                 }
+                Pending::Duplicate(d) => summaries::write_duplicate(
+                    &tx,
+                    &d.station_id,
+                    &d.action,
+                    d.received,
+                    &d.original,
+                )?,
             }
         }
     }
@@ -647,6 +709,7 @@ mod tests {
             path: path.into(),
             bytes: 3,
             sha256: sha.into(),
+            summary: None,
         }
     }
 
