@@ -27,6 +27,8 @@ SITE=/etc/nginx/sites-available/dlsrv.conf
 SITE_LINK=/etc/nginx/sites-enabled/dlsrv.conf
 SITE_LINK_TARGET=../sites-available/dlsrv.conf
 HTPASSWD=/etc/nginx/.htpasswd
+# Operators' logins, for the status pages (/status) only.
+OPERATORS_HTPASSWD=/etc/nginx/.htpasswd-operators
 JAIL=/etc/fail2ban/jail.d/dlsrv.conf
 SOCKET_DIR=/run/dlsrv
 DEFAULT_DATA_DIR=/var/lib/dlsrv
@@ -83,6 +85,10 @@ Options:
   --station ID         a station the login before it may speak for (repeat it
                        for several; ID* for every id with that prefix): sets
                        the login's line in /etc/dlsrv/logins.toml
+  --add-operator NAME  add (or change) an operator's login for the status pages
+                       (/status), kept apart from the loggers' in
+                       /etc/nginx/.htpasswd-operators; the password is prompted
+                       for, or read from OPERATOR_PASSWORD. May be repeated.
   --fail2ban           install fail2ban and a jail for basic-auth failures
   --uninstall          stop and remove dlsrv's binary, units and NGINX site;
                        keeps the archive, /etc/dlsrv, logins and certificates
@@ -92,6 +98,7 @@ Environment:
   DESTDIR=DIR          only lay the files out under DIR (for packaging or
                        checking); changes nothing else on this machine
   LOGGER_PASSWORD      password for --add-logger (non-interactive use)
+  OPERATOR_PASSWORD    password for --add-operator (non-interactive use)
 EOF
 }
 
@@ -103,6 +110,7 @@ KEY=
 SELF_SIGNED=0
 DATA_DIR=
 LOGGERS=
+OPERATORS=
 # "login=id,id login2=id": the stations given after each --add-logger.
 LOGGER_STATIONS=
 FAIL2BAN=0
@@ -132,6 +140,8 @@ while [ "$#" -gt 0 ]; do
             [ -n "$LOGGER_STATIONS" ] || die "--station $ID: give it after the --add-logger it belongs to"
             case $LOGGER_STATIONS in *=) LOGGER_STATIONS="$LOGGER_STATIONS$ID" ;; *) LOGGER_STATIONS="$LOGGER_STATIONS,$ID" ;; esac
             ;;
+        --add-operator) need_arg "$@"; OPERATORS="$OPERATORS $2"; shift 2 ;;
+        --add-operator=*) OPERATORS="$OPERATORS ${1#*=}"; shift ;;
         --fail2ban) FAIL2BAN=1; shift ;;
         --uninstall) UNINSTALL=1; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -246,7 +256,8 @@ uninstall() {
     if [ "$STAGED" -eq 0 ]; then
         [ "$(id -u)" -eq 0 ] || die "run as root (or set DESTDIR to work on a staging directory)"
         if systemd_running; then
-            step "Stopping and disabling dlsrv.service and dlsrv.socket"
+            step "Stopping and disabling dlsrv.service, dlsrv.socket and dlsrv-report.timer"
+            run systemctl disable --now dlsrv-report.timer 2>/dev/null || true
             run systemctl disable --now dlsrv.service dlsrv.socket || warn "could not stop/disable the units (not installed?)"
         fi
     fi
@@ -260,6 +271,8 @@ uninstall() {
     step "Removing the systemd units"
     remove_path "$(d "$UNIT_DIR/dlsrv.service")"
     remove_path "$(d "$UNIT_DIR/dlsrv.socket")"
+    remove_path "$(d "$UNIT_DIR/dlsrv-report.service")"
+    remove_path "$(d "$UNIT_DIR/dlsrv-report.timer")"
     remove_path "$(d "$DROPIN")"
     if [ -d "$(d "$DROPIN_DIR")" ]; then
         rmdir "$(d "$DROPIN_DIR")" 2>/dev/null || info "kept $(d "$DROPIN_DIR") (it has other drop-ins)"
@@ -303,7 +316,8 @@ uninstall() {
     info "archive:        $(d "$UN_DATA_DIR")"
     info "state:          $(d "$STATE_DIR") (catalog, command queue, rejected bodies)"
     info "configuration:  $(d "$CONF_DIR")/ (with the logins file $(d "$LOGINS"))"
-    info "logins:         $(d "$HTPASSWD")"
+    info "logins:         $(d "$HTPASSWD"), operators: $(d "$OPERATORS_HTPASSWD")"
+    info "reports:        /var/lib/dlsrv-reports (if the timer ran)"
     info "TLS files:      $(d "$TEMPLATE_CERT"), $(d "$TEMPLATE_KEY") (or those given with --cert/--key)"
     info "site backups:   $(d "$SITE").bak.* (if any)"
     info "user and group: $SERVICE_USER; packages nginx, apache2-utils (and fail2ban)"
@@ -359,6 +373,7 @@ else
 fi
 
 for f in dlsrv.toml systemd/dlsrv.service systemd/dlsrv.socket systemd/dlsrv.tmpfiles \
+    systemd/dlsrv-report.service systemd/dlsrv-report.timer \
     nginx/dlsrv.conf fail2ban/jail.d/dlsrv.conf; do
     [ -f "$SCRIPT_DIR/$f" ] || die "missing $SCRIPT_DIR/$f: run this script from a complete checkout"
 done
@@ -591,6 +606,9 @@ CHANGED=0
 put_file "$SCRIPT_DIR/systemd/dlsrv.socket" "$(d "$UNIT_DIR/dlsrv.socket")" 0644
 put_file "$SCRIPT_DIR/systemd/dlsrv.tmpfiles" "$(d "$TMPFILES")" 0644
 [ "$CHANGED" -eq 0 ] || SOCKET_CHANGED=1
+# The weekly report (docs/operations.md): enabled below.
+put_file "$SCRIPT_DIR/systemd/dlsrv-report.service" "$(d "$UNIT_DIR/dlsrv-report.service")" 0644
+put_file "$SCRIPT_DIR/systemd/dlsrv-report.timer" "$(d "$UNIT_DIR/dlsrv-report.timer")" 0644
 
 CHANGED=0
 if [ "$DATA_DIR" = "$DEFAULT_DATA_DIR" ]; then
@@ -667,6 +685,40 @@ for name in $LOGGERS; do
 done
 # Not needed past this point; keep it out of every command run below.
 unset LOGGER_PASSWORD
+
+# ---- Operators' logins (status pages) ---------------------------------------
+step "Operator logins in $(d "$OPERATORS_HTPASSWD")"
+if [ -e "$(d "$OPERATORS_HTPASSWD")" ]; then
+    info "exists, kept"
+else
+    # Empty: /status answers 401 to everyone until an operator is added.
+    ensure_dir 0755 "$(d "$(dirname "$OPERATORS_HTPASSWD")")"
+    run install -m 0640 /dev/null "$(d "$OPERATORS_HTPASSWD")"
+fi
+if [ -n "$OPERATORS" ]; then
+    command -v htpasswd >/dev/null 2>&1 || die "htpasswd (package apache2-utils) is needed for --add-operator"
+fi
+for name in $OPERATORS; do
+    case $name in
+        "" | -* | *[!A-Za-z0-9._@-]*) die "--add-operator $name: use only A-Z a-z 0-9 . _ @ -" ;;
+    esac
+    if grep -q "^$name:" "$(d "$HTPASSWD")"; then
+        warn "operator $name is also a logger's login: dlsrv refuses the status pages to loggers' logins in $LOGINS (403)"
+    fi
+    if [ -n "${OPERATOR_PASSWORD:-}" ]; then
+        info "$ htpasswd -i -B $(d "$OPERATORS_HTPASSWD") $name  (password from OPERATOR_PASSWORD)"
+        printf '%s\n' "$OPERATOR_PASSWORD" | htpasswd -i -B "$(d "$OPERATORS_HTPASSWD")" "$name"
+    elif [ -t 0 ]; then
+        run htpasswd -B "$(d "$OPERATORS_HTPASSWD")" "$name"
+    else
+        die "--add-operator $name: no terminal to ask for the password; set OPERATOR_PASSWORD"
+    fi
+done
+unset OPERATOR_PASSWORD
+if [ "$STAGED" -eq 0 ] && [ "$(stat -c %U:%G:%a "$OPERATORS_HTPASSWD")" != "root:$NGINX_GROUP:640" ]; then
+    run chown "root:$NGINX_GROUP" "$OPERATORS_HTPASSWD"
+    run chmod 0640 "$OPERATORS_HTPASSWD"
+fi
 
 # ---- Which stations each login speaks for ---------------------------------
 step "Logins file $(d "$LOGINS")"
@@ -775,7 +827,8 @@ fi
 if [ "$STAGED" -eq 1 ]; then
     step "Files laid out under $DESTDIR:"
     for f in "$BIN" "$CONF" "$UNIT_DIR/dlsrv.service" "$UNIT_DIR/dlsrv.socket" "$DROPIN" \
-        "$TMPFILES" "$SITE" "$SITE_LINK" "$HTPASSWD" "$JAIL" "$CERT" "$KEY" "$DATA_DIR"; do
+        "$UNIT_DIR/dlsrv-report.service" "$UNIT_DIR/dlsrv-report.timer" \
+        "$TMPFILES" "$SITE" "$SITE_LINK" "$HTPASSWD" "$OPERATORS_HTPASSWD" "$LOGINS" "$JAIL" "$CERT" "$KEY" "$DATA_DIR"; do
         if [ -e "$(d "$f")" ] || [ -L "$(d "$f")" ]; then
             info "$(d "$f")"
         fi
@@ -820,6 +873,7 @@ if [ "$START" = start ] && [ "$LOGINS_CHANGED" -eq 1 ]; then
     run systemctl reload dlsrv.service || warn "could not reload dlsrv; run: systemctl reload dlsrv"
 fi
 info "dlsrv.service: $(systemctl is-active dlsrv.service)"
+run systemctl enable --now dlsrv-report.timer || warn "could not enable dlsrv-report.timer"
 
 step "Testing and reloading NGINX"
 if ! run nginx -t; then
@@ -854,5 +908,7 @@ cat <<EOF
       curl -u LOGGER --data-binary @FILE 'https://$SERVER_NAME/ott/?stationid=0000000001&action=senddata'
     (add --cacert $CERT to curl for a self-signed certificate)
     Add a logger:   $0 --add-logger NAME --station ID [--station ID ...]
+    Status page:    https://$SERVER_NAME/status  (logins: $0 --add-operator NAME)
+    Stations:       dlsrv status --config $CONF   (weekly report: /var/lib/dlsrv-reports)
     Archive:        $DATA_DIR    Config: $CONF    Site: $SITE
 EOF

@@ -107,7 +107,10 @@ pub(crate) fn catch_up(
     }
     // Newest first across actions too.
     days.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    run(&reader, conn, catalog_path, days, Mode::CatchUp, false)
+    let summary = run(&reader, conn, catalog_path, days, Mode::CatchUp, false)?;
+    let conn = catalog::open_writable(catalog_path)?;
+    catalog::summaries::fix_alarm_times(&conn).context("cannot convert the alarm times")?;
+    Ok(summary)
 }
 
 /// `dlsrv reindex`: rebuilds the catalog at `catalog_path` from the archive alone.
@@ -133,6 +136,7 @@ pub(crate) fn reindex(
         .context("cannot remove the rows of vanished files")?;
     catalog::summaries::remove_orphans(&conn)
         .context("cannot remove the summaries of vanished files")?;
+    catalog::summaries::fix_alarm_times(&conn).context("cannot convert the alarm times")?;
     Ok(summary)
 }
 

@@ -197,17 +197,18 @@ pub(crate) fn overview(
                 a href="status.json" { "JSON" } } }
         (nav)
         div.wrap { table #stations {
-            tr { th { "Station" } th { "Name" } th { "Last seen (UTC)" } th { "Age" } th { "Cycle" }
-                 th { "Late" } th { "Battery V" } th { "Battery, 30 days" } th { "GSM" } th { "GSM, 30 days" }
+            // What matters most first: a phone shows the first columns.
+            tr { th { "Station" } th { "Late" } th { "Age" } th { "Last seen (UTC)" } th { "Name" } th { "Cycle" }
+                 th { "Battery V" } th { "Battery, 30 days" } th { "GSM" } th { "GSM, 30 days" }
                  th { "Firmware" } th { "24 h" } th { "Last alarm" } th { "Commands" } }
             @for (s, battery, gsm) in &rows {
                 tr class=[s.late.then_some("late")] data-station=(s.station_id) {
                     td { a href={ "status/" (s.station_id) } { (s.station_id) } }
-                    td { (s.name.as_deref().unwrap_or("")) }
-                    td { (s.last_seen.as_deref().map_or_else(|| "never".to_owned(), short)) }
-                    td.num { (s.age_secs.map_or_else(|| "-".to_owned(), status::human_secs)) }
-                    td.num { (status::human_secs(s.expected_cycle_secs)) }
                     td.flag { @if s.late { "LATE" } }
+                    td.num { (s.age_secs.map_or_else(|| "-".to_owned(), status::human_secs)) }
+                    td { (s.last_seen.as_deref().map_or_else(|| "never".to_owned(), short)) }
+                    td { (s.name.as_deref().unwrap_or("")) }
+                    td.num { (status::human_secs(s.expected_cycle_secs)) }
                     td.num { (num(s.battery_voltage, 1)) }
                     td.battery { (sparkline(battery, today, "battery voltage")) }
                     td.num { (num(s.gsm_signal, 0)) }

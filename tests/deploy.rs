@@ -19,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 const LOGIN: &str = "logger7";
+const OPERATOR: &str = "ops1";
 const PASSWORD: &str = "s3cret-7";
 /// Logins named like their stations, for loads of several loggers.
 const STATION_LOGINS: [&str; 7] = [
@@ -70,6 +71,18 @@ fn credentials(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         .args(["-B", "-b", "-c"])
         .arg(&htpasswd)
         .args([LOGIN, PASSWORD]));
+    // The operators' file of the status pages: one operator, and a logger's
+    // login that is in the loggers' map too.
+    for (name, password) in [(OPERATOR, PASSWORD), (LOGIN, PASSWORD)] {
+        let mut cmd = Command::new("htpasswd");
+        cmd.args(["-b", "-C", "4", "-B"]);
+        if !dir.join("htpasswd-operators").exists() {
+            cmd.arg("-c");
+        }
+        run(cmd
+            .arg(dir.join("htpasswd-operators"))
+            .args([name, password]));
+    }
     // One login per station of the load tests, as in the field.
     for station in STATION_LOGINS {
         run(Command::new("htpasswd")
@@ -104,6 +117,14 @@ fn render_site(
         .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{port} ssl;"))
         .replace("/etc/nginx/ssl/dlsrv.crt", &creds.0.display().to_string())
         .replace("/etc/nginx/ssl/dlsrv.key", &creds.1.display().to_string())
+        .replace(
+            "/etc/nginx/.htpasswd-operators",
+            &creds
+                .2
+                .with_file_name("htpasswd-operators")
+                .display()
+                .to_string(),
+        )
         .replace("/etc/nginx/.htpasswd", &creds.2.display().to_string())
         .replace("server_name dlsrv.example.org;", "server_name localhost;");
     assert!(
@@ -532,6 +553,64 @@ async fn through_nginx_a_login_speaks_only_for_its_stations_and_is_limited_per_l
 }
 
 #[tokio::test]
+async fn the_status_pages_take_operators_logins_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logins = dir.path().join("logins.toml");
+    fs::write(&logins, format!("[logins]\n{LOGIN} = [\"0000452891\"]\n")).expect("logins");
+    let env = [
+        ("DLSRV_STATION_ACCESS", "map"),
+        ("DLSRV_LOGINS_FILE", logins.to_str().expect("utf-8")),
+    ];
+    let dlsrv = Daemon::start(dir.path(), "a", &env);
+    let nginx = Nginx::start(&[&dlsrv.socket]);
+    let data = "/ott/?stationid=0000452891&action=senddata";
+    assert_eq!(
+        nginx
+            .post(data, Some((LOGIN, PASSWORD)), &sample())
+            .await
+            .status,
+        200
+    );
+    let page = |login: Option<(&str, &str)>, path: &str| {
+        let mut cmd = nginx.curl();
+        if let Some((user, password)) = login {
+            cmd.arg("-u").arg(format!("{user}:{password}"));
+        }
+        cmd.arg(nginx.url(path));
+        CurlReply::of(cmd, None)
+    };
+    let ok = page(Some((OPERATOR, PASSWORD)), "/status").await;
+    assert_eq!(ok.status, 200, "{}", nginx.error_log());
+    assert!(ok.body.contains("0000452891"), "{}", ok.body);
+    assert_eq!(
+        page(Some((OPERATOR, PASSWORD)), "/status.json")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        page(Some((OPERATOR, PASSWORD)), "/status/0000452891")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(page(None, "/status").await.status, 401);
+    assert_eq!(page(Some((OPERATOR, "wrong")), "/status").await.status, 401);
+    // A logger's login, in the operators' file by mistake: dlsrv refuses it.
+    assert_eq!(page(Some((LOGIN, PASSWORD)), "/status").await.status, 403);
+    // The loggers' logins do not open the pages (another file), nor the
+    // operators' the logger protocol.
+    assert_eq!(page(Some(("st000", PASSWORD)), "/status").await.status, 401);
+    assert_eq!(
+        nginx
+            .post(data, Some((OPERATOR, PASSWORD)), &doc("op"))
+            .await
+            .status,
+        401
+    );
+}
+
+#[tokio::test]
 async fn a_44_kb_message_is_not_spooled_to_a_temporary_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dlsrv = Daemon::start(dir.path(), "a", &[]);
@@ -652,8 +731,10 @@ fn staged_install() -> tempfile::TempDir {
             "--station",
             "0000452891",
         ])
+        .args(["--add-operator", OPERATOR])
         .env("DESTDIR", dest.path())
-        .env("LOGGER_PASSWORD", PASSWORD));
+        .env("LOGGER_PASSWORD", PASSWORD)
+        .env("OPERATOR_PASSWORD", "0perator!"));
     dest
 }
 
@@ -740,6 +821,12 @@ fn destdir_install_lays_out_the_whole_kit_and_is_idempotent() {
     );
     let site = fs::read_to_string(d.join("etc/nginx/sites-available/dlsrv.conf")).expect("site");
     assert!(site.contains("server_name dl.example.net;"));
+    let operators = fs::read_to_string(d.join("etc/nginx/.htpasswd-operators")).expect("operators");
+    assert!(
+        operators.starts_with(&format!("{OPERATOR}:$2y$")),
+        "bcrypt: {operators}"
+    );
+    assert!(d.join("etc/systemd/system/dlsrv-report.timer").is_file());
     // The login's stations, in the logins file the configuration names.
     let logins = d.join("etc/dlsrv/logins.toml");
     let text = fs::read_to_string(&logins).expect("logins file");
@@ -852,10 +939,21 @@ fn staged_units_verify_and_are_sandboxed() {
         let text = text.replace("/usr/local/bin/dlsrv", &binary.display().to_string());
         fs::write(units.path().join(unit), text).expect("write");
     }
+    for unit in ["dlsrv-report.service", "dlsrv-report.timer"] {
+        let text =
+            fs::read_to_string(dest.path().join("etc/systemd/system").join(unit)).expect("unit");
+        fs::write(
+            units.path().join(unit),
+            text.replace("/usr/local/bin/dlsrv", &binary.display().to_string()),
+        )
+        .expect("write");
+    }
     let out = run(Command::new("systemd-analyze")
         .arg("verify")
         .arg(units.path().join("dlsrv.socket"))
-        .arg(units.path().join("dlsrv.service")));
+        .arg(units.path().join("dlsrv.service"))
+        .arg(units.path().join("dlsrv-report.service"))
+        .arg(units.path().join("dlsrv-report.timer")));
     let complaints = String::from_utf8_lossy(&out.stderr);
     assert!(
         !complaints.contains("dlsrv"),

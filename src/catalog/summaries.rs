@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS alarms (
     station_id   TEXT NOT NULL,
     received_utc TEXT NOT NULL,
     path         TEXT NOT NULL,
+    alarm_local  TEXT,
     alarm_utc    TEXT,
     type         TEXT,
     channel_id   TEXT,
@@ -345,13 +346,14 @@ pub(super) fn write(tx: &Transaction<'_>, row: &Row, replace: bool) -> rusqlite:
             .unwrap_or(None);
         let alarm_utc = utc(alarm.t.as_ref(), tz.as_deref());
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO alarms (path, station_id, received_utc, alarm_utc, type, channel_id, text)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR REPLACE INTO alarms (path, station_id, received_utc, alarm_local, alarm_utc, type, channel_id, text)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
         .execute(params![
             row.path,
             row.station_id,
             received,
+            alarm.t,
             alarm_utc,
             alarm.kind,
             alarm.channel_id,
@@ -392,6 +394,45 @@ fn upsert_station(tx: &Transaction<'_>, s: &StationValues) -> rusqlite::Result<(
     tx.prepare_cached(UPSERT.get_or_init(station_upsert))?
         .execute(rusqlite::params_from_iter(values))?;
     Ok(())
+}
+
+/// An alarm's `t` is local time, converted with the zone its station's
+/// data messages give; an alarm written before its station's first data
+/// message (a rebuild reads in any order) is converted again here, with
+/// the zone known now.
+pub(crate) fn fix_alarm_times(conn: &rusqlite::Connection) -> rusqlite::Result<usize> {
+    let mut stmt = conn.prepare(
+        "SELECT a.station_id, a.received_utc, a.path, a.alarm_local, a.alarm_utc, s.timezone
+         FROM alarms a JOIN stations s ON s.station_id = a.station_id
+         WHERE a.alarm_local IS NOT NULL AND s.timezone IS NOT NULL",
+    )?;
+    let fixes: Vec<(String, String, String, Option<String>)> = stmt
+        .query_map([], |r| {
+            let local: String = r.get(3)?;
+            let old: Option<String> = r.get(4)?;
+            let tz: String = r.get(5)?;
+            let new = utc(Some(&local), Some(&tz));
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                new.filter(|n| Some(n) != old.as_ref()),
+            ))
+        })?
+        .filter_map(|f| f.ok())
+        .filter(|f| f.3.is_some())
+        .collect();
+    for (station, received, path, new) in &fixes {
+        conn.execute(
+            "UPDATE alarms SET alarm_utc = ?4 WHERE station_id = ?1 AND received_utc = ?2 AND path = ?3",
+            params![station, received, path, new],
+        )?;
+        conn.execute(
+            "UPDATE stations SET last_alarm_utc = ?3 WHERE station_id = ?1 AND last_alarm_received_utc = ?2",
+            params![station, received, new],
+        )?;
+    }
+    Ok(fixes.len())
 }
 
 /// After a rebuild: what no transmission row backs any more goes.

@@ -485,3 +485,50 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// A data message of `station` sent at `t` (its local time at +01:00).
+pub fn message(station: &str, t: chrono::DateTime<chrono::Utc>, with_info: bool) -> Vec<u8> {
+    let local = (t + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%S");
+    let info = if with_info {
+        format!(
+            "<StationInfo time=\"{local}\" batteryVoltage=\"12.{}\" gsmSignal=\"1{}\" transmissionCycle=\"3600\" firmware=\"V 2.10.4\"/>",
+            t.timestamp() % 10,
+            t.timestamp() % 7
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?><StationDataList><StationData stationId=\"{station}\" name=\"Station {station}\" timezone=\"+01:00\">{info}<ChannelData channelId=\"0010\" name=\"Pegel\" unit=\"cm\"><Values><VT t=\"{local}\">1{}</VT></Values></ChannelData></StationData></StationDataList>",
+        t.timestamp() % 100
+    )
+    .into_bytes()
+}
+
+/// 120 stations sending hourly for 3 days up to `now`, with known exceptions:
+/// S000–S009 silent for the last 6 hours, S010–S024 missing 6 hours a day
+/// and a half ago, S025–S029 silent for the last 2 days, S030 without
+/// StationInfo (its cycle is the median).
+pub fn synthetic_archive(data: &Path, now: chrono::DateTime<chrono::Utc>) -> usize {
+    let mut files = 0;
+    for n in 0..120 {
+        let station = format!("S{n:03}");
+        for k in 0..72i64 {
+            let skip = match n {
+                0..=9 => k < 6,
+                10..=24 => (30..=35).contains(&k),
+                25..=29 => k < 50,
+                _ => false,
+            };
+            if skip {
+                continue;
+            }
+            let t = now - chrono::Duration::hours(k) - chrono::Duration::minutes(5);
+            let path = data.join(dlsrv::layout::archive_path("senddata", &station, t));
+            std::fs::create_dir_all(path.parent().expect("day")).expect("mkdir");
+            std::fs::write(&path, message(&station, t, n != 30)).expect("write");
+            files += 1;
+        }
+    }
+    files
+}
