@@ -331,6 +331,12 @@ impl Config {
                 bail!("{key}: {secs} is not in 1..=2592000 seconds");
             }
         }
+        if self.default_cycle_secs < 60 {
+            bail!(
+                "default_cycle_secs: {} is less than a minute",
+                self.default_cycle_secs
+            );
+        }
         if !(1.0..=100.0).contains(&self.late_factor) {
             bail!("late_factor: {} is not in 1.0..=100.0", self.late_factor);
         }
