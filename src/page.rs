@@ -60,8 +60,9 @@ pub(crate) type Series = Vec<(chrono::NaiveDate, f64)>;
 /// Battery voltage and GSM signal of `station` per day since `since`.
 fn series(conn: &Connection, station: &str, since: &str) -> rusqlite::Result<(Series, Series)> {
     let mut stmt = conn.prepare_cached(
-        "SELECT substr(received_utc, 1, 10), avg(battery_voltage), avg(gsm_signal)
-         FROM station_info WHERE station_id = ?1 AND received_utc >= ?2
+        "SELECT substr(t.received_utc, 1, 10), avg(i.battery_voltage), avg(i.gsm_signal)
+         FROM transmissions t CROSS JOIN station_info i ON i.id = t.id
+         WHERE t.station_id = ?1 AND t.received_utc >= ?2
          GROUP BY 1 ORDER BY 1",
     )?;
     let mut battery = Vec::new();

@@ -188,9 +188,9 @@ pub(crate) fn build(
     for st in status::stations(conn, state_dir, lateness, now, &[])? {
         let times: Vec<DateTime<Utc>> = conn
             .prepare_cached(
-                "SELECT received_utc FROM station_info
-                 WHERE station_id = ?1 AND received_utc >= ?2 AND received_utc <= ?3
-                 ORDER BY received_utc",
+                "SELECT t.received_utc FROM transmissions t CROSS JOIN station_info i ON i.id = t.id
+                 WHERE t.station_id = ?1 AND t.received_utc >= ?2 AND t.received_utc <= ?3
+                 ORDER BY t.received_utc",
             )?
             .query_map(params![st.station_id, from, to], |r| r.get::<_, String>(0))?
             .filter_map(|t| t.ok().and_then(|t| layout::parse_time(&t)))
@@ -293,8 +293,10 @@ fn failed_values(
     let mut total = 0u64;
     let mut channels = std::collections::BTreeSet::new();
     let mut stmt = conn.prepare_cached(
-        "SELECT n_errors, error_channels FROM station_info
-         WHERE station_id = ?1 AND received_utc >= ?2 AND received_utc <= ?3 AND n_errors > 0",
+        "SELECT i.n_errors, i.error_channels
+         FROM transmissions t CROSS JOIN station_info i ON i.id = t.id
+         WHERE t.station_id = ?1 AND t.received_utc >= ?2 AND t.received_utc <= ?3
+           AND i.n_errors > 0",
     )?;
     let mut rows = stmt.query(params![station, from, to])?;
     while let Some(r) = rows.next()? {

@@ -91,6 +91,21 @@ pub(crate) fn stations(
     only: &[String],
 ) -> rusqlite::Result<Vec<StationStatus>> {
     let since_24h = layout::rfc3339(now - chrono::Duration::hours(24));
+    // All stations' counts from one range of the time index: a cold page
+    // cache reads it in one sweep, not a page per station.
+    let mut counts: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    {
+        let mut stmt = conn.prepare_cached(
+            // Without statistics SQLite would rather walk the whole table in
+            // station order to save the sort: the index is named.
+            "SELECT station_id, count(*) FROM station_info INDEXED BY station_info_by_time
+             WHERE received_utc >= ?1 GROUP BY station_id",
+        )?;
+        let mut rows = stmt.query(params![since_24h])?;
+        while let Some(r) = rows.next()? {
+            counts.insert(r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64);
+        }
+    }
     let mut stmt = conn.prepare(
         "SELECT station_id, name, last_seen_utc, battery_voltage, battery_source, gsm_signal,
                 firmware, transmission_cycle_secs, configured_transmission_cycle_secs,
@@ -126,8 +141,20 @@ pub(crate) fn stations(
             text: r.get(11).ok().flatten(),
             channel_id: r.get(12).ok().flatten(),
         });
+        let transmissions_24h = match counts.get(&station_id) {
+            Some(n) => *n,
+            // Seen within the day but without summaries: a catalog from
+            // before them (until `dlsrv reindex`) knows the transmissions only.
+            None if last_seen
+                .as_deref()
+                .is_some_and(|t| t >= since_24h.as_str()) =>
+            {
+                count_since(conn, &station_id, &since_24h)?
+            }
+            None => 0,
+        };
         out.push(StationStatus {
-            transmissions_24h: count_since(conn, &station_id, &since_24h)?,
+            transmissions_24h,
             pending_commands: pending_commands(state_dir, &station_id),
             name: r.get(1)?,
             last_seen,
@@ -157,17 +184,9 @@ pub(crate) fn stations(
     Ok(out)
 }
 
-/// Data messages of `station` received at or after `since`.
+/// Data messages of `station` received at or after `since`, from the
+/// transmissions (a catalog from before the summaries).
 fn count_since(conn: &Connection, station: &str, since: &str) -> rusqlite::Result<u64> {
-    let n: i64 = conn
-        .prepare_cached(
-            "SELECT count(*) FROM station_info WHERE station_id = ?1 AND received_utc >= ?2",
-        )?
-        .query_row(params![station, since], |r| r.get(0))?;
-    if n > 0 {
-        return Ok(n as u64);
-    }
-    // A catalog from before the summaries knows the transmissions only.
     let n: i64 = conn
         .prepare_cached(
             "SELECT count(*) FROM transmissions
@@ -181,7 +200,8 @@ fn count_since(conn: &Connection, station: &str, since: &str) -> rusqlite::Resul
 fn median_interval(conn: &Connection, station: &str) -> rusqlite::Result<Option<i64>> {
     let mut times: Vec<DateTime<Utc>> = Vec::new();
     for sql in [
-        "SELECT received_utc FROM station_info WHERE station_id = ?1 ORDER BY received_utc DESC LIMIT 11",
+        "SELECT t.received_utc FROM transmissions t CROSS JOIN station_info i ON i.id = t.id
+         WHERE t.station_id = ?1 ORDER BY t.received_utc DESC LIMIT 11",
         "SELECT received_utc FROM transmissions WHERE station_id = ?1 AND action = 'senddata'
          ORDER BY received_utc DESC LIMIT 11",
     ] {

@@ -82,11 +82,18 @@ enum Place {
 /// A value as the parser hands it over: a range of the document's bytes,
 /// decoded (references resolved, per the encoding) only if it is kept —
 /// a message has hundreds of values and keeps a few — or text already
-/// decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// decoded, held by the collector ([`Collector::own`]). `Copy`, so that
+/// following hundreds of values moves no strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Val {
     Raw(usize, usize),
-    Owned(String),
+    /// The collector's text number this.
+    Owned(usize),
+    /// The `t` of the `VT` whose start tag is at this byte: a value's
+    /// attributes and text are read again only for the few values kept.
+    TimeOf(usize),
+    /// The text of that `VT`.
+    TextOf(usize),
 }
 
 impl Default for Val {
@@ -131,6 +138,11 @@ pub(crate) struct Collector {
     value_t: Option<Val>,
     value_error: bool,
     value_text: Option<Val>,
+    /// Where the current value's start tag is, when the parser reads it
+    /// again for its text (see [`Val::TextOf`]).
+    value_at: Option<usize>,
+    /// The texts of [`Val::Owned`].
+    owned: Vec<String>,
 }
 
 /// Attributes a collector asks for, by element.
@@ -158,12 +170,41 @@ fn take(attrs: &mut [(&[u8], Val)], key: &[u8]) -> Option<Val> {
         .map(|(_, v)| std::mem::take(v))
 }
 
+/// `s` without white space around it (moved, not copied, when it has none).
+fn trimmed(s: String) -> String {
+    if s.trim().len() == s.len() {
+        s
+    } else {
+        s.trim().to_owned()
+    }
+}
+
+/// A value's text: the collector's own, or decoded by the parser.
+fn resolve(owned: &[String], v: Val, decode: Decode<'_>) -> Result<String, String> {
+    match v {
+        Val::Owned(i) => Ok(owned.get(i).cloned().unwrap_or_default()),
+        v => decode(&v),
+    }
+}
+
 impl Collector {
+    /// Keeps `text` (decoded already) for the summary.
+    pub(crate) fn own(&mut self, text: String) -> Val {
+        self.owned.push(text);
+        Val::Owned(self.owned.len() - 1)
+    }
+
+    fn resolve(&self, v: Val, decode: Decode<'_>) -> Result<String, String> {
+        resolve(&self.owned, v, decode)
+    }
+
+    #[inline]
     fn place(&self) -> Option<Place> {
         self.places.last().copied()
     }
 
     /// The attributes of `tag`, opened at `depth`, that [`Collector::start`] wants.
+    #[inline]
     pub(crate) fn wanted(&self, depth: usize, tag: &[u8]) -> &'static [&'static [u8]] {
         match (tag, self.place()) {
             (b"VT", Some(Place::Values(d))) if depth == d + 1 => VT,
@@ -175,7 +216,15 @@ impl Collector {
         }
     }
 
+    /// Whether `tag` at `depth` is a value of the channel being read
+    /// (then [`Collector::value`] is told of it).
+    #[inline]
+    pub(crate) fn takes_value(&self, depth: usize, tag: &[u8]) -> bool {
+        matches!(self.place(), Some(Place::Values(d)) if depth == d + 1) && tag == b"VT"
+    }
+
     /// Whether [`Collector::start`] is to be told of `tag` at `depth` at all.
+    #[inline]
     pub(crate) fn follows(&self, depth: usize, tag: &[u8]) -> bool {
         !self.wanted(depth, tag).is_empty()
             || (tag == b"Values"
@@ -197,7 +246,7 @@ impl Collector {
             (b"VT", _) => {
                 let t = take(attrs, b"t");
                 let code = take(attrs, b"errorcode");
-                self.value(depth, t, code, empty, decode)?;
+                self.value(depth, None, t, code, empty, decode)?;
             }
             (b"AlarmMessage", _) if depth == 1 => {
                 self.alarm = Some((attrs.to_vec(), String::new()));
@@ -232,10 +281,13 @@ impl Collector {
         Ok(())
     }
 
-    /// A `VT` opened at `depth`, with its `t` and `errorcode`.
+    /// A `VT` opened at `depth`, with its `t` and `errorcode`; `at`: where
+    /// its start tag is, when the parser reads a kept value again from there.
+    #[inline(always)]
     pub(crate) fn value(
         &mut self,
         depth: usize,
+        at: Option<usize>,
         t: Option<Val>,
         errorcode: Option<Val>,
         empty: bool,
@@ -245,8 +297,9 @@ impl Collector {
             return Ok(());
         }
         self.value_t = t;
+        self.value_at = at;
         self.value_error = match errorcode {
-            Some(code) => failed(&decode(&code)?),
+            Some(code) => failed(&self.resolve(code, decode)?),
             None => false,
         };
         self.value_text = None;
@@ -258,32 +311,61 @@ impl Collector {
         Ok(())
     }
 
+    /// [`Collector::value`] for the scanner, which reads a value's time
+    /// and text again from its start tag at `at` when it is kept: plain
+    /// numbers in, no [`Val`]s built by the caller (a `VT` takes a few
+    /// nanoseconds, and a message has hundreds).
+    #[inline]
+    pub(crate) fn scanned_value(
+        &mut self,
+        depth: usize,
+        at: usize,
+        has_t: bool,
+        errorcode: Option<(usize, usize)>,
+        empty: bool,
+        decode: Decode<'_>,
+    ) -> Result<(), String> {
+        let t = has_t.then_some(Val::TimeOf(at));
+        let code = errorcode.map(|(from, to)| Val::Raw(from, to));
+        self.value(depth, Some(at), t, code, empty, decode)
+    }
+
     /// Text is wanted now (inside a value, or in an alarm).
+    #[inline]
     pub(crate) fn wants_text(&self) -> bool {
         self.alarm.is_some() || matches!(self.place(), Some(Place::Value(_)))
     }
 
     /// Text inside the current element; `blank` when it is white space only.
+    #[inline]
     pub(crate) fn text(
         &mut self,
         text: Val,
         blank: bool,
         decode: Decode<'_>,
     ) -> Result<(), String> {
-        if let Some((_, alarm)) = &mut self.alarm {
+        if let Some((_, alarm)) = &self.alarm {
             if alarm.len() < 4096 {
-                alarm.push_str(&decode(&text)?);
+                let text = resolve(&self.owned, text, decode)?;
+                if let Some((_, alarm)) = &mut self.alarm {
+                    alarm.push_str(&text);
+                }
             }
         } else if matches!(self.place(), Some(Place::Value(_))) && !blank {
+            // A value whose text the parser reads again when it is kept.
+            if let Some(at) = self.value_at {
+                self.value_text = Some(Val::TextOf(at));
+                return Ok(());
+            }
             self.value_text = Some(match self.value_text.take() {
                 None => text,
                 // Text in pieces (around a comment, a CDATA section): joined.
                 Some(before) => {
-                    let mut joined = decode(&before)?;
+                    let mut joined = self.resolve(before, decode)?;
                     if joined.len() < 256 {
-                        joined.push_str(&decode(&text)?);
+                        joined.push_str(&self.resolve(text, decode)?);
                     }
-                    Val::Owned(joined)
+                    self.own(joined)
                 }
             });
         }
@@ -291,6 +373,7 @@ impl Collector {
     }
 
     /// The element opened at `depth` closed.
+    #[inline]
     pub(crate) fn end(&mut self, depth: usize) {
         let Some(place) = self.place() else { return };
         let at = match place {
@@ -305,6 +388,7 @@ impl Collector {
         }
     }
 
+    #[inline]
     fn end_value(&mut self) {
         let Some(channel) = self.channels.last_mut() else {
             return;
@@ -326,8 +410,12 @@ impl Collector {
     /// The summary, what was kept decoded.
     pub(crate) fn finish(self, decode: Decode<'_>) -> Result<Summary, String> {
         let text = |v: Option<Val>| -> Result<Option<String>, String> {
-            v.map(|v| decode(&v).map(|s| s.trim().to_owned()))
+            v.map(|v| resolve(&self.owned, v, decode).map(trimmed))
                 .transpose()
+        };
+        // A value without `t` (or with an empty one) has no time.
+        let time = |v: Option<Val>| -> Result<Option<String>, String> {
+            Ok(text(v)?.filter(|t| !t.is_empty()))
         };
         let mut channels = Vec::with_capacity(self.channels.len());
         for c in self.channels {
@@ -337,10 +425,10 @@ impl Collector {
                 unit: text(c.unit)?,
                 values: c.values,
                 errors: c.errors,
-                first_t: text(c.first_t)?,
-                last_t: text(c.last_t)?,
+                first_t: time(c.first_t)?,
+                last_t: time(c.last_t)?,
                 last_value: text(c.last_value)?.filter(|v| !v.is_empty()),
-                last_value_t: text(c.last_value_t)?,
+                last_value_t: time(c.last_value_t)?,
             });
         }
         let info = match self.info {

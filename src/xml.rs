@@ -246,7 +246,8 @@ fn inspect_with(body: &[u8], limits: &Limits) -> Result<Document, String> {
             if collector.wants_text() {
                 // Literal: no references to resolve.
                 let cdata = s.decode_plain(&s.b[lt + 9..close]).into_owned();
-                collector.text(Val::Owned(cdata), false, &|v| s.decode_val(v))?;
+                let cdata = collector.own(cdata);
+                collector.text(cdata, false, &|v| s.decode_val(v))?;
             }
             if let Some((_, _, reason)) = &mut in_ack {
                 // CDATA is literal: escape what unescaping would change.
@@ -336,7 +337,15 @@ fn inspect_with(body: &[u8], limits: &Limits) -> Result<Document, String> {
             }
             // The attributes the summary wants of this element, as ranges:
             // (which of `wanted`, from, to).
-            let wanted = collector.wanted(depth, tag);
+            // A data value (hundreds per message) takes a short path: its
+            // `t` is noted as present, its `errorcode` kept as a range.
+            let value = collector.takes_value(depth, tag);
+            let (mut has_t, mut code) = (false, None);
+            let wanted = if value {
+                &[]
+            } else {
+                collector.wanted(depth, tag)
+            };
             let mut captured: [(usize, usize, usize); 9] = [(0, 0, 0); 9];
             let mut n_captured = 0usize;
             let mut keys: [(usize, usize); 8] = [(0, 0); 8];
@@ -455,7 +464,13 @@ fn inspect_with(body: &[u8], limits: &Limits) -> Result<Document, String> {
                 if let Some(slot) = slot {
                     *slot = Some(s.decode(&s.b[q + 1..value_end])?);
                 }
-                if !wanted.is_empty()
+                if value {
+                    match &s.b[key_start..key_end] {
+                        b"t" => has_t = true,
+                        b"errorcode" => code = Some((q + 1, value_end)),
+                        _ => {}
+                    }
+                } else if !wanted.is_empty()
                     && let Some(which) = wanted.iter().position(|w| *w == &s.b[key_start..key_end])
                     && n_captured < captured.len()
                 {
@@ -477,22 +492,17 @@ fn inspect_with(body: &[u8], limits: &Limits) -> Result<Document, String> {
                     ));
                 }
             }
-            if collector.follows(depth, tag) {
-                let mut attrs: Vec<(&'static [u8], Val)> = Vec::new();
-                let mut value_attrs = [None, None];
-                for &(which, from, to) in &captured[..n_captured] {
-                    if tag == b"VT" {
-                        // Hundreds per message: ranges only, nothing allocated.
-                        value_attrs[which.min(1)] = Some(Val::Raw(from, to));
-                    } else {
-                        attrs.push((wanted[which], Val::Raw(from, to)));
-                    }
-                }
+            if value {
+                // The element's place only, read again at the end if the
+                // value is kept; the error code now (rare).
+                collector.scanned_value(depth, lt, has_t, code, empty, &|v| s.decode_val(v))?;
+            } else if collector.follows(depth, tag) {
                 let decode = |v: &Val| s.decode_val(v);
-                if tag == b"VT" {
-                    let [t, code] = value_attrs;
-                    collector.value(depth, t, code, empty, &decode)?;
-                } else {
+                {
+                    let attrs_iter = captured[..n_captured]
+                        .iter()
+                        .map(|&(which, from, to)| (wanted[which], Val::Raw(from, to)));
+                    let mut attrs: Vec<(&'static [u8], Val)> = attrs_iter.collect();
                     collector.start(depth, tag, &mut attrs, empty, &decode)?;
                 }
             }
@@ -664,8 +674,102 @@ impl Scanner<'_> {
             Val::Raw(from, to) => self.b.get(*from..*to).map_or(Ok(String::new()), |raw| {
                 self.decode_cow(raw).map(Cow::into_owned)
             }),
-            Val::Owned(text) => Ok(text.clone()),
+            // The collector's own: not the parser's to decode.
+            Val::Owned(_) => Err("no text of the document".into()),
+            Val::TimeOf(at) => self.value_time(*at),
+            Val::TextOf(at) => self.value_text(*at),
         }
+    }
+
+    /// Walks the attributes of the (checked) start tag at `at`: calls
+    /// `each(name, value range)`, and returns where its `>` is and whether
+    /// it is an empty element (`/>`). A value may hold `>`: quotes are followed.
+    fn walk_start_tag(
+        &self,
+        at: usize,
+        mut each: impl FnMut(&[u8], usize, usize),
+    ) -> (usize, bool) {
+        let mut p = self.name_end(at + 1);
+        loop {
+            p = self.skip_space(p);
+            match self.b.get(p) {
+                Some(b'>') => return (p, false),
+                Some(b'/') => return (p + 1, true),
+                None => return (self.b.len(), true),
+                Some(_) => {}
+            }
+            let key_end = self.name_end(p);
+            let q = self.skip_space(self.skip_space(key_end) + 1);
+            let Some(&quote) = self.b.get(q) else {
+                return (self.b.len(), true);
+            };
+            let end = memchr::memchr(quote, &self.b[q + 1..]).map_or(self.b.len(), |i| q + 1 + i);
+            each(&self.b[p..key_end], q + 1, end);
+            p = end + 1;
+        }
+    }
+
+    /// The `t` attribute of the (checked) start tag at `at`, or "".
+    fn value_time(&self, at: usize) -> Result<String, String> {
+        let mut t = None;
+        self.walk_start_tag(at, |key, from, to| {
+            if key == b"t" {
+                t = Some((from, to));
+            }
+        });
+        t.map_or(Ok(String::new()), |(from, to)| {
+            self.decode(&self.b[from..to])
+        })
+    }
+
+    /// The text of the (checked) element whose start tag is at `at`, as
+    /// the check collects it: white-space-only pieces left out, references
+    /// resolved, CDATA literal, comments skipped, text of nested elements
+    /// included; pieces after the first joined while under 256 bytes.
+    fn value_text(&self, at: usize) -> Result<String, String> {
+        let (gt, empty) = self.walk_start_tag(at, |_, _, _| {});
+        if empty {
+            return Ok(String::new());
+        }
+        let mut out: Option<String> = None;
+        let join = |piece: &str, out: &mut Option<String>| match out {
+            None => *out = Some(piece.to_owned()),
+            Some(text) if text.len() < 256 => text.push_str(piece),
+            Some(_) => {}
+        };
+        let (mut p, mut depth) = (gt + 1, 1usize);
+        while p < self.b.len() {
+            let lt = memchr::memchr(b'<', &self.b[p..]).map_or(self.b.len(), |i| p + i);
+            let piece = &self.b[p..lt];
+            if !piece.iter().all(|&c| is_space(c)) {
+                join(&self.decode(piece)?, &mut out);
+            }
+            let rest = &self.b[lt..];
+            if rest.starts_with(b"<!--") {
+                p = self.find(lt + 4, b"-->").map_or(self.b.len(), |c| c + 3);
+            } else if rest.starts_with(b"<![CDATA[") {
+                let close = self.find(lt + 9, b"]]>").unwrap_or(self.b.len());
+                join(&self.decode_plain(&self.b[lt + 9..close]), &mut out);
+                p = close + 3;
+            } else if rest.starts_with(b"<?") {
+                p = self.find(lt + 2, b"?>").map_or(self.b.len(), |c| c + 2);
+            } else if rest.starts_with(b"</") {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+                p = memchr::memchr(b'>', &self.b[lt..]).map_or(self.b.len(), |i| lt + i + 1);
+            } else if lt < self.b.len() {
+                let (close, empty) = self.walk_start_tag(lt, |_, _, _| {});
+                if !empty {
+                    depth += 1;
+                }
+                p = close + 1;
+            } else {
+                break;
+            }
+        }
+        Ok(out.unwrap_or_default())
     }
 }
 
@@ -771,7 +875,8 @@ pub(crate) mod oracle {
                     }
                     if collector.wants_text() {
                         let blank = t.chars().all(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
-                        collector.text(Val::Owned(t.to_string()), blank, &owned)?;
+                        let t = collector.own(t.to_string());
+                        collector.text(t, blank, &owned)?;
                     }
                 }
                 Event::CData(c) => {
@@ -782,7 +887,8 @@ pub(crate) mod oracle {
                         ack.reason.push_str(&c);
                     }
                     if collector.wants_text() {
-                        collector.text(Val::Owned(c.to_string()), false, &owned)?;
+                        let c = collector.own(c.to_string());
+                        collector.text(c, false, &owned)?;
                     }
                 }
                 Event::GeneralRef(r) => {
@@ -800,7 +906,8 @@ pub(crate) mod oracle {
                         ack.reason.push_str(&resolved);
                     }
                     if collector.wants_text() {
-                        collector.text(Val::Owned(resolved), false, &owned)?;
+                        let resolved = collector.own(resolved);
+                        collector.text(resolved, false, &owned)?;
                     }
                 }
                 Event::Eof => break,
@@ -816,12 +923,9 @@ pub(crate) mod oracle {
         Ok(doc)
     }
 
-    /// The oracle's values are decoded already.
-    fn owned(v: &Val) -> Result<String, String> {
-        match v {
-            Val::Owned(text) => Ok(text.clone()),
-            Val::Raw(..) => Err("the oracle keeps no ranges".into()),
-        }
+    /// The oracle's values are decoded already: the collector holds them.
+    fn owned(_: &Val) -> Result<String, String> {
+        Err("the oracle keeps no ranges".into())
     }
 
     /// Tells the collector of an element, with the attributes it wants.
@@ -840,7 +944,8 @@ pub(crate) mod oracle {
         for attr in attributes.flatten() {
             let key = attr.key.0.as_bytes();
             if let Some(w) = wanted.iter().find(|w| **w == key) {
-                values.push((w, Val::Owned(value(&attr.value)?.into_owned())));
+                let text = collector.own(value(&attr.value)?.into_owned());
+                values.push((w, text));
             }
         }
         if collector.follows(depth, tag) {
@@ -1396,5 +1501,89 @@ mod summary_tests {
             oracle::inspect_with(body, &Limits::default()).map(|d| d.summary),
             Ok(s)
         );
+    }
+}
+
+#[cfg(test)]
+mod summary_proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A value element with odd corners: `>` in attributes, references,
+    /// comments, CDATA, nested elements, white space, empty.
+    fn value() -> impl Strategy<Value = String> {
+        let t = proptest::sample::select(vec![
+            " t=\"2026-01-01T00:00:00\"",
+            " t='2026-01-01T01:00:00'",
+            " t=\"a&gt;b\" x=\"1>2\"",
+            "",
+            " t=\"\"",
+        ]);
+        let code = proptest::sample::select(vec![
+            "",
+            " errorcode=\"05\"",
+            " errorcode=\"0\"",
+            " errorcode='01'",
+        ]);
+        let text = proptest::sample::select(vec![
+            "12.5",
+            "  7 ",
+            "",
+            "\n  ",
+            "1<!-- c -->2",
+            "<![CDATA[3&4]]>",
+            "a &amp; b",
+            "&#176;C",
+            "<i>5</i>6",
+            "x<?pi y?>z",
+        ]);
+        (t, code, text, any::<bool>()).prop_map(|(t, code, text, empty)| {
+            if empty {
+                format!("<VT{t}{code}/>")
+            } else {
+                format!("<VT{t}{code}>{text}</VT>")
+            }
+        })
+    }
+
+    fn message() -> impl Strategy<Value = String> {
+        let channel = (
+            proptest::sample::select(vec!["0010", "WSAV"]),
+            proptest::collection::vec(value(), 0..6),
+            any::<bool>(),
+        )
+            .prop_map(|(id, values, wrap)| {
+                if wrap {
+                    format!("<ChannelData channelId=\"{id}\" unit=\"&#176;C\"><Values>{}</Values></ChannelData>", values.concat())
+                } else {
+                    format!("<ChannelData channelId=\"{id}\"><Values/><VInst t=\"x\">9</VInst></ChannelData>")
+                }
+            });
+        (
+            proptest::collection::vec(channel, 0..4),
+            any::<bool>(),
+            proptest::sample::select(vec!["+01:00", "-03:30", "00:00"]),
+        )
+            .prop_map(|(channels, info, tz)| {
+                let info = if info {
+                    "<StationInfo batteryVoltage=\"12.5\" transmissionCycle=\"900\" time=\"2026-01-01T00:00:00\"/>"
+                } else {
+                    ""
+                };
+                format!(
+                    "<StationDataList><StationData stationId=\"1\" name=\"n &amp; m\" timezone=\"{tz}\">{info}{}</StationData></StationDataList>",
+                    channels.concat()
+                )
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn summaries_agree_with_quick_xml(doc in message()) {
+            let ours = inspect(doc.as_bytes()).map_err(|e| TestCaseError::fail(format!("{e}: {doc}")))?;
+            let theirs = oracle::inspect_with(doc.as_bytes(), &Limits::default())
+                .map_err(|e| TestCaseError::fail(format!("{e}: {doc}")))?;
+            prop_assert_eq!(ours.summary, theirs.summary, "{}", doc);
+        }
     }
 }

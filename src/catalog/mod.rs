@@ -651,7 +651,14 @@ pub(crate) fn write_rows<'a>(
     let mut stmt = tx.prepare_cached(if replace { UPSERT_ROW } else { INSERT_ROW })?;
     for row in rows {
         if insert(&mut stmt, row, now)? {
-            summaries::write(tx, row, replace)?;
+            // An upsert that updated sets no last_insert_rowid.
+            let id = if replace {
+                tx.prepare_cached("SELECT id FROM transmissions WHERE path = ?1")?
+                    .query_row(params![row.path], |r| r.get(0))?
+            } else {
+                tx.last_insert_rowid()
+            };
+            summaries::write(tx, id, row, replace)?;
         }
     }
     Ok(())

@@ -24,12 +24,14 @@ use crate::layout;
 use crate::summary::{self, Summary};
 
 pub(super) const SCHEMA: &str = "
--- Keyed by station and time (one B-tree each, appended to per station):
--- what the status and the report read.
+-- One row per data message under its transmissions row's id, so rows are
+-- appended as messages come (keyed by station, each commit would touch a
+-- page per station). By station, through transmissions_by_station:
+--   FROM transmissions t CROSS JOIN station_info i ON i.id = t.id
 CREATE TABLE IF NOT EXISTS station_info (
+    id                                 INTEGER PRIMARY KEY, -- transmissions.id
     station_id                         TEXT NOT NULL,
     received_utc                       TEXT NOT NULL,
-    path                               TEXT NOT NULL,
     name                               TEXT,
     timezone                           TEXT,
     info_time_utc                      TEXT,
@@ -44,9 +46,11 @@ CREATE TABLE IF NOT EXISTS station_info (
     device_type                        TEXT,
     n_values                           INTEGER NOT NULL,
     n_errors                           INTEGER NOT NULL,
-    error_channels                     TEXT,
-    PRIMARY KEY (station_id, received_utc, path)
-) WITHOUT ROWID;
+    error_channels                     TEXT
+);
+-- The last day's data messages of all stations in one range (dlsrv status),
+-- appended to at its end: cheap to keep.
+CREATE INDEX IF NOT EXISTS station_info_by_time ON station_info (received_utc, station_id);
 CREATE TABLE IF NOT EXISTS alarms (
     station_id   TEXT NOT NULL,
     received_utc TEXT NOT NULL,
@@ -249,9 +253,14 @@ fn channels_json(s: &Summary) -> String {
     serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// Writes what `row` adds besides its `transmissions` row. `replace`: a
-/// rebuild, whose rows replace the path's earlier ones.
-pub(super) fn write(tx: &Transaction<'_>, row: &Row, replace: bool) -> rusqlite::Result<()> {
+/// Writes what `row` adds besides its `transmissions` row, whose id is
+/// `id`. `replace`: a rebuild, whose rows replace the path's earlier ones.
+pub(super) fn write(
+    tx: &Transaction<'_>,
+    id: i64,
+    row: &Row,
+    replace: bool,
+) -> rusqlite::Result<()> {
     let received = layout::rfc3339(row.received);
     let summary = row.summary.as_deref();
     let is_data = row.action == "senddata";
@@ -272,12 +281,12 @@ pub(super) fn write(tx: &Transaction<'_>, row: &Row, replace: bool) -> rusqlite:
         alarm: Default::default(),
     };
     if replace {
-        for table in ["station_info", "alarms"] {
-            tx.prepare_cached(&format!(
-                "DELETE FROM {table} WHERE station_id = ?1 AND received_utc = ?2 AND path = ?3"
-            ))?
-            .execute(params![row.station_id, received, row.path])?;
-        }
+        tx.prepare_cached("DELETE FROM station_info WHERE id = ?1")?
+            .execute(params![id])?;
+        tx.prepare_cached(
+            "DELETE FROM alarms WHERE station_id = ?1 AND received_utc = ?2 AND path = ?3",
+        )?
+        .execute(params![row.station_id, received, row.path])?;
     }
     if let (true, Some(s)) = (is_data, summary) {
         let tz = s.timezone.as_deref();
@@ -285,14 +294,14 @@ pub(super) fn write(tx: &Transaction<'_>, row: &Row, replace: bool) -> rusqlite:
         let battery = battery(s);
         let cycle = |v: Option<&String>| num(v).map(|n| n.round() as i64);
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO station_info (path, station_id, received_utc, name, timezone,
+            "INSERT OR REPLACE INTO station_info (id, station_id, received_utc, name, timezone,
                info_time_utc, firmware, battery_voltage, battery_source, temperature, gsm_signal,
                ip_address, transmission_cycle_secs, configured_transmission_cycle_secs, device_type,
                n_values, n_errors, error_channels)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )?
         .execute(params![
-            row.path,
+            id,
             row.station_id,
             received,
             s.station_name,
@@ -438,12 +447,14 @@ pub(crate) fn fix_alarm_times(conn: &rusqlite::Connection) -> rusqlite::Result<u
 /// After a rebuild: what no transmission row backs any more goes.
 pub(crate) fn remove_orphans(conn: &rusqlite::Connection) -> rusqlite::Result<usize> {
     let mut removed = 0;
-    for table in ["station_info", "alarms"] {
-        removed += conn.execute(
-            &format!("DELETE FROM {table} WHERE path NOT IN (SELECT path FROM transmissions)"),
-            [],
-        )?;
-    }
+    removed += conn.execute(
+        "DELETE FROM station_info WHERE id NOT IN (SELECT id FROM transmissions)",
+        [],
+    )?;
+    removed += conn.execute(
+        "DELETE FROM alarms WHERE path NOT IN (SELECT path FROM transmissions)",
+        [],
+    )?;
     removed += conn.execute(
         "DELETE FROM stations WHERE station_id NOT IN (SELECT station_id FROM transmissions)",
         [],
