@@ -38,6 +38,8 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// The report of a period: who reported, gaps, alarms, failed values, refused bodies.
     Report(ReportArgs),
+    /// The archive's values (or events) as rows: CSV or JSON Lines (reads only).
+    Export(crate::export::ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -100,7 +102,19 @@ pub(crate) struct ConfigArg {
 
 /// The `dlsrv` binary: parses the command line and runs the subcommand.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // `dlsrv export` exits 2 when it skipped files: a usage error is 1 there.
+            let export = std::env::args().nth(1).as_deref() == Some("export");
+            return match (e.use_stderr(), export) {
+                (false, _) => ExitCode::SUCCESS,
+                (true, true) => ExitCode::from(1),
+                (true, false) => ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)),
+            };
+        }
+    };
     let result = match cli.command {
         Command::Serve(arg) => Config::load(arg.config.as_deref()).and_then(serve),
         Command::CheckConfig(arg) => Config::load(arg.config.as_deref()).and_then(check_config),
@@ -116,6 +130,16 @@ pub fn main() -> ExitCode {
                 Err(e) => fail(&e, 2),
             };
         }
+        Command::Export(args) => {
+            return match Config::load(args.config.config.as_deref())
+                .and_then(|c| crate::export::run(&c, &args))
+            {
+                Ok(code) => ExitCode::from(code),
+                // `dlsrv export | head`: the reader had enough; nothing to say.
+                Err(e) if broken_pipe(&e) => ExitCode::from(1),
+                Err(e) => fail(&e, 1),
+            };
+        }
         Command::Report(args) => {
             Config::load(args.config.config.as_deref()).and_then(|c| crate::report::run(&c, &args))
         }
@@ -128,6 +152,15 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `e` comes from writing to a pipe whose reader is gone.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn fail(e: &anyhow::Error, code: u8) -> ExitCode {

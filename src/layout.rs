@@ -39,6 +39,8 @@ pub const CATALOG: &str = "catalog.sqlite3";
 pub const COMMANDS: &str = "commands";
 /// Refused bodies in `state_dir`.
 pub const REJECTED: &str = "rejected";
+/// Where `dlsrv export --since-cursor` keeps its cursors, in `state_dir`.
+pub const EXPORT_CURSORS: &str = "export-cursors";
 /// Where an installation before `state_dir` kept its duplicate markers, in `data_dir`.
 pub const LEGACY_DUPLICATES: &str = ".duplicates";
 /// The suffix of the file beside a rejected body that says why it was refused.
@@ -134,6 +136,59 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     out
 }
 
+/// `2020-10-22T00:15:00Z`: a value's time in exports. Whole seconds (what
+/// loggers send), fractions only when there are some.
+pub fn rfc3339_seconds(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// [`rfc3339_seconds`] in a buffer of its own, without allocating: an
+/// export writes one per row, hundreds of thousands a second. Whole seconds
+/// of the years 0–9999 are written here digit by digit; anything else by chrono.
+pub struct TimeText {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl TimeText {
+    pub fn of(t: DateTime<Utc>) -> TimeText {
+        let mut text = TimeText {
+            buf: [0; 40],
+            len: 0,
+        };
+        let (d, tm) = (t.date_naive(), t.time());
+        if tm.nanosecond() == 0 && (0..=9999).contains(&d.year()) {
+            let year = u32::try_from(d.year()).unwrap_or(0);
+            let parts = [
+                (year, 4, b'-'),
+                (d.month(), 2, b'-'),
+                (d.day(), 2, b'T'),
+                (tm.hour(), 2, b':'),
+                (tm.minute(), 2, b':'),
+                (tm.second(), 2, b'Z'),
+            ];
+            for (mut n, width, sep) in parts {
+                for i in (0..width).rev() {
+                    text.buf[text.len + i] = b'0' + (n % 10) as u8;
+                    n /= 10;
+                }
+                text.buf[text.len + width] = sep;
+                text.len += width + 1;
+            }
+        } else {
+            let s = rfc3339_seconds(t);
+            let n = s.len().min(text.buf.len());
+            text.buf[..n].copy_from_slice(&s.as_bytes()[..n]);
+            text.len = n;
+        }
+        text
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
 /// Reads an RFC 3339 time (any offset) or the queue's `response_time` form.
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
@@ -152,6 +207,11 @@ pub fn command_id(t: DateTime<Utc>) -> String {
 /// `<state_dir>/catalog.sqlite3`.
 pub fn catalog_path(state_dir: &Path) -> PathBuf {
     state_dir.join(CATALOG)
+}
+
+/// `<state_dir>/export-cursors/<name>`: where `dlsrv export --since-cursor` stopped.
+pub fn export_cursor_path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join(EXPORT_CURSORS).join(name)
 }
 
 /// `commands/<station>/<sub>`, relative to `state_dir`.
@@ -390,6 +450,25 @@ mod tests {
             .single()
             .expect("valid")
             + chrono::Duration::microseconds(us)
+    }
+
+    #[test]
+    fn time_text_is_rfc3339_seconds() {
+        for t in [
+            "2026-11-20T06:45:00Z",
+            "0999-01-02T03:04:05Z",
+            "2026-11-20T06:45:00.250Z",
+            "2026-11-20T06:45:00.000001Z",
+        ] {
+            let parsed = parse_time(t).expect("time");
+            assert_eq!(
+                TimeText::of(parsed).as_str(),
+                rfc3339_seconds(parsed),
+                "{t}"
+            );
+        }
+        let t = parse_time("2026-11-20T06:45:00Z").expect("time");
+        assert_eq!(TimeText::of(t).as_str(), "2026-11-20T06:45:00Z");
     }
 
     #[test]

@@ -34,6 +34,7 @@
 //! - `status`: where each station stands, from the catalog (`dlsrv status`, the pages, `/metrics`).
 //! - `page`: the operators' status pages (`/status`), server-rendered with maud.
 //! - `report`: `dlsrv report`, the report of a period.
+//! - `export`: `dlsrv export`, the archive's values and events as rows (CSV, JSON Lines).
 //! - `response`: the OTT Response document and plain-text answers.
 //! - `error`: request failures and their status codes.
 //! - [`state`]: what all requests share.
@@ -54,6 +55,7 @@ pub(crate) mod decode;
 pub(crate) mod downloads;
 pub(crate) mod durable;
 pub(crate) mod error;
+pub(crate) mod export;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
