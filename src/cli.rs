@@ -154,6 +154,21 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A progress bar of `len` steps (`what`: their name, after `pos/len`) on
+/// stderr, or a hidden one when `show` is false (not a terminal).
+pub(crate) fn progress_bar(show: bool, len: u64, what: &str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    let template =
+        format!("{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {what} ({{eta}} left)");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
 /// Whether `e` comes from writing to a pipe whose reader is gone.
 fn broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {

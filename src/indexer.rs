@@ -164,17 +164,7 @@ fn run(
     progress: bool,
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let bar = if progress {
-        let bar = indicatif::ProgressBar::new(days.len() as u64);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40}] {pos}/{len} day directories, {msg} ({eta} left)",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = crate::cli::progress_bar(progress, days.len() as u64, "day directories, {msg}");
     let mut summary = Summary {
         days: days.len(),
         ..Summary::default()

@@ -235,24 +235,17 @@ pub(crate) fn run(config: &Config, args: &ExportArgs) -> anyhow::Result<u8> {
     let before = cursor.as_ref().map(|c| c.until);
     let stations = select(&reader, args, since, before)?;
     let total_files: usize = stations.values().map(Vec::len).sum();
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(total_files as u64);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40}] {pos}/{len} files ({eta} left)",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar =
+        crate::cli::progress_bar(std::io::stderr().is_terminal(), total_files as u64, "files");
     let mut sink = match (args.format, &args.output, &args.database) {
         (Format::Parquet, Some(path), _) => Sink::Parquet(parquet::ParquetOut::open(
             path,
             args.partition,
             args.events,
         )?),
-        (Format::Postgres, _, Some(url)) => Sink::Postgres(Box::new(postgres::Load::open(url, args.events)?)),
+        (Format::Postgres, _, Some(url)) => {
+            Sink::Postgres(Box::new(postgres::Load::open(url, args.events)?))
+        }
         (_, output, _) => Sink::Text(Output::open(output.as_deref())?),
     };
     let result = write_stations(&mut sink, stations, args, &bar);
@@ -323,19 +316,11 @@ fn write_stations(
         // Parquet's writers are not shared between threads: its rows are
         // gathered by the threads and written here.
         if let Sink::Parquet(out) = sink {
-            let read: Vec<StationRows> = std::thread::scope(|scope| {
-                let handles: Vec<_> = batch
+            let read = in_parallel(
+                batch
                     .iter()
-                    .map(|entries| scope.spawn(|| station_rows(entries, args, bar)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .map_err(|_| anyhow::anyhow!("a reading thread failed"))
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()
-            })?;
+                    .map(|entries| move || station_rows(entries, args, bar)),
+            )?;
             for mut rows in read {
                 say(bar, &rows.notes);
                 rows.totals.rows = if args.events {
@@ -349,22 +334,10 @@ fn write_stations(
             }
             continue;
         }
-        let parts: Vec<Part> = std::thread::scope(|scope| {
-            let handles: Vec<_> = batch
-                .iter()
-                .map(|entries| {
-                    let buffer = buffers.pop().unwrap_or_default();
-                    scope.spawn(|| station_part(entries, args, bar, buffer))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .map_err(|_| anyhow::anyhow!("a reading thread failed"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()
-        })?;
+        let parts = in_parallel(batch.iter().map(|entries| {
+            let buffer = buffers.pop().unwrap_or_default();
+            move || station_part(entries, args, bar, buffer)
+        }))?;
         for part in parts {
             say(bar, &part.notes);
             match sink {
@@ -378,6 +351,22 @@ fn write_stations(
         }
     }
     Ok(totals)
+}
+
+/// Runs each job on a thread of its own; their results in order.
+fn in_parallel<T: Send>(
+    jobs: impl Iterator<Item = impl FnOnce() -> T + Send>,
+) -> anyhow::Result<Vec<T>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs.map(|job| scope.spawn(job)).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a reading thread failed"))
+            })
+            .collect()
+    })
 }
 
 fn say(bar: &indicatif::ProgressBar, notes: &[String]) {

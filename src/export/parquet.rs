@@ -252,43 +252,36 @@ impl ParquetOut {
         &mut self,
         rows: impl Iterator<Item = &'a Sourced<ValueRow>>,
     ) -> anyhow::Result<()> {
-        let mut parts: BTreeMap<String, Vec<&Sourced<ValueRow>>> = BTreeMap::new();
-        for r in rows {
-            parts
-                .entry(self.key(&r.row.station.id, r.row.utc))
-                .or_default()
-                .push(r);
-        }
-        for (key, rows) in parts {
-            for chunk in rows.chunks(ROW_GROUP) {
-                let batch = value_batch(chunk)?;
-                self.writer(&key)?.write(&batch)?;
-            }
-        }
-        // A station's partition is complete once its rows are written.
-        if self.partition == Some(Partition::Station) {
-            self.close_all()?;
-        }
-        Ok(())
+        self.write(rows, |r| (&r.station.id, r.utc), value_batch)
     }
 
     pub(super) fn events<'a>(
         &mut self,
         rows: impl Iterator<Item = &'a Sourced<EventRow>>,
     ) -> anyhow::Result<()> {
-        let mut parts: BTreeMap<String, Vec<&Sourced<EventRow>>> = BTreeMap::new();
+        self.write(rows, |r| (&r.station.id, r.utc), event_batch)
+    }
+
+    /// Writes one station's rows, each into its partition (`place`: its
+    /// station and time), `ROW_GROUP` at a time.
+    fn write<'a, R: 'a>(
+        &mut self,
+        rows: impl Iterator<Item = &'a Sourced<R>>,
+        place: impl Fn(&R) -> (&str, Option<chrono::DateTime<chrono::Utc>>),
+        batch: impl Fn(&[&Sourced<R>]) -> anyhow::Result<RecordBatch>,
+    ) -> anyhow::Result<()> {
+        let mut parts: BTreeMap<String, Vec<&Sourced<R>>> = BTreeMap::new();
         for r in rows {
-            parts
-                .entry(self.key(&r.row.station.id, r.row.utc))
-                .or_default()
-                .push(r);
+            let (station, utc) = place(&r.row);
+            parts.entry(self.key(station, utc)).or_default().push(r);
         }
         for (key, rows) in parts {
             for chunk in rows.chunks(ROW_GROUP) {
-                let batch = event_batch(chunk)?;
+                let batch = batch(chunk)?;
                 self.writer(&key)?.write(&batch)?;
             }
         }
+        // A station's partition is complete once its rows are written.
         if self.partition == Some(Partition::Station) {
             self.close_all()?;
         }

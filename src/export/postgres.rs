@@ -10,7 +10,7 @@ use std::io::Write;
 use anyhow::Context;
 
 use super::Sourced;
-use super::text::utc_text;
+use super::text::{event_fields, utc_text, value_fields};
 use crate::export::rows::{EventRow, ValueRow};
 
 pub(super) const VALUES_TABLE: &str = "
@@ -164,21 +164,11 @@ pub(super) fn values<'a>(
             .filter(|f| f.is_finite())
             .map(|f| f.to_string())
             .unwrap_or_default();
-        w.write_record([
-            &*v.station.id,
-            &v.station.name,
-            &v.channel.id,
-            &v.channel.name,
-            &v.channel.unit,
-            time_utc.as_str(),
-            &v.time_local,
-            &v.station.offset,
-            &value,
-            &v.errorcode,
-            &v.errortext,
-            &r.file.received_utc,
-            &r.file.source,
-        ])?;
+        // The CSV's fields, in the table's order, with the number as PostgreSQL reads it.
+        let time_utc = Some(time_utc);
+        let mut fields = value_fields(r, &time_utc);
+        fields[8] = &value;
+        w.write_record(fields)?;
     }
     w.flush()?;
     Ok(())
@@ -197,18 +187,7 @@ pub(super) fn events<'a>(
             *left_out += 1;
             continue;
         };
-        w.write_record([
-            &*e.station.id,
-            &e.channel_id,
-            time_utc.as_str(),
-            &e.kind,
-            &e.code,
-            &e.text,
-            &e.value,
-            &e.value2,
-            &r.file.received_utc,
-            &r.file.source,
-        ])?;
+        w.write_record(event_fields(r, &Some(time_utc)))?;
     }
     w.flush()?;
     Ok(())

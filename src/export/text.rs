@@ -29,7 +29,10 @@ fn csv_writer<W: Write>(out: W) -> csv::Writer<W> {
         .from_writer(out)
 }
 
-fn value_fields<'a>(r: &'a Sourced<ValueRow>, time_utc: &'a Option<TimeText>) -> [&'a str; 13] {
+pub(super) fn value_fields<'a>(
+    r: &'a Sourced<ValueRow>,
+    time_utc: &'a Option<TimeText>,
+) -> [&'a str; 13] {
     let v = &r.row;
     [
         &v.station.id,
@@ -48,7 +51,10 @@ fn value_fields<'a>(r: &'a Sourced<ValueRow>, time_utc: &'a Option<TimeText>) ->
     ]
 }
 
-fn event_fields<'a>(r: &'a Sourced<EventRow>, time_utc: &'a Option<TimeText>) -> [&'a str; 10] {
+pub(super) fn event_fields<'a>(
+    r: &'a Sourced<EventRow>,
+    time_utc: &'a Option<TimeText>,
+) -> [&'a str; 10] {
     let e = &r.row;
     [
         &e.station.id,

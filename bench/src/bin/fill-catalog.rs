@@ -27,19 +27,10 @@ struct Args {
 
 /// `2026-12-01T10:00:00.000000Z` for Unix time `t`, as dlsrv writes times.
 fn rfc3339(t: u64) -> String {
-    let days = t / 86_400;
-    let (h, m, s) = (t % 86_400 / 3600, t % 3600 / 60, t % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.000000Z")
+    chrono::DateTime::from_timestamp(i64::try_from(t).unwrap_or(i64::MAX), 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
 }
 
 fn main() -> anyhow::Result<()> {

@@ -27,29 +27,17 @@ struct Args {
 const STEP_MIN: i64 = 5;
 const VALUES: i64 = 304;
 
-/// Days since 1970-01-01 to (y, m, d) (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// Unix time `t` in `format`.
+fn at(t: i64, format: &str) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .unwrap_or_default()
+        .format(format)
+        .to_string()
 }
 
 /// `YYYY-MM-DDThh:mm:ss` of Unix time `t`.
 fn local(t: i64) -> String {
-    let (y, m, d) = civil(t.div_euclid(86_400));
-    let s = t.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
+    at(t, "%Y-%m-%dT%H:%M:%S")
 }
 
 fn body(station: &str, tz: (&str, i64), k: i64, start: i64) -> Vec<u8> {
@@ -122,8 +110,9 @@ fn main() -> anyhow::Result<()> {
                 + VALUES * STEP_MIN * 60
                 + 600
                 + i64::from(s);
-            let (y, m, d) = civil(received.div_euclid(86_400));
-            let dir = args.data_dir.join(format!("senddata/{y:04}/{m:02}/{d:02}"));
+            let dir = args
+                .data_dir
+                .join(format!("senddata/{}", at(received, "%Y/%m/%d")));
             std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
             let name = format!("{station}_{}.000000", local(received).replace(':', "+"));
             std::fs::write(dir.join(name), &doc)?;
