@@ -20,6 +20,7 @@ mod text;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -706,7 +707,21 @@ impl Output {
 
     fn finish(self) -> anyhow::Result<()> {
         match self {
-            Output::Stdout(mut w) => w.flush().context("cannot write to standard output"),
+            Output::Stdout(mut w) => {
+                w.flush().context("cannot write to standard output")?;
+                // `dlsrv export --since-cursor … > FILE`: the file is on
+                // disk before the cursor moves (a pipe or a terminal has
+                // nothing to sync).
+                let stdout = std::io::stdout();
+                let is_file = nix::sys::stat::fstat(stdout.as_fd()).is_ok_and(|st| {
+                    use nix::sys::stat::SFlag;
+                    st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits()
+                });
+                if is_file {
+                    nix::unistd::fsync(stdout.as_fd()).context("cannot sync standard output")?;
+                }
+                Ok(())
+            }
             Output::File { file, temp, path } => {
                 let result = (|| -> std::io::Result<()> {
                     let file = file.into_inner().map_err(|e| e.into_error())?;
