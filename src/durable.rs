@@ -476,6 +476,91 @@ pub(crate) fn remove_if_file(path: &Path) {
     }
 }
 
+/// A file at a path of the operator's choosing (`--output`, a cursor),
+/// outside the trees above, written whole or not at all: a temp file beside
+/// it, then on [`AtomicFile::commit`] fsync → rename over the path → fsync of
+/// the directory. Readers see the old content or the new, never a part. The
+/// temp file is removed unless committed.
+#[derive(Debug)]
+pub(crate) struct AtomicFile {
+    path: PathBuf,
+    temp: PathBuf,
+    file: Option<io::BufWriter<File>>,
+}
+
+impl AtomicFile {
+    pub(crate) fn create(path: &Path) -> io::Result<AtomicFile> {
+        let name = path.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} has no file name", path.display()),
+            )
+        })?;
+        let temp = parent_dir(path).join(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| annotate(e, "create", &temp))?;
+        Ok(AtomicFile {
+            path: path.to_path_buf(),
+            temp,
+            file: Some(io::BufWriter::new(file)),
+        })
+    }
+
+    pub(crate) fn commit(mut self) -> io::Result<()> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("already committed"))?
+            .into_inner()
+            .map_err(|e| annotate(e.into_error(), "write", &self.temp))?;
+        file.sync_all()
+            .map_err(|e| annotate(e, "fsync", &self.temp))?;
+        drop(file);
+        fs::rename(&self.temp, &self.path).map_err(|e| annotate(e, "rename to", &self.path))?;
+        self.temp = PathBuf::new();
+        fsync_dir(parent_dir(&self.path))
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(f) => f.write(buf).map_err(|e| annotate(e, "write", &self.temp)),
+            None => Err(io::Error::other("already committed")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        self.file.take();
+        if !self.temp.as_os_str().is_empty() {
+            remove_if_file(&self.temp);
+        }
+    }
+}
+
+/// The directory `path` is in (`.` for a bare name).
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// Keeps the error's kind and says which step on which path failed.
 pub(crate) fn annotate(e: io::Error, step: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{step} {}: {e}", path.display()))
@@ -484,6 +569,25 @@ pub(crate) fn annotate(e: io::Error, step: &str, path: &Path) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_atomic_file_appears_whole_on_commit_and_not_at_all_without() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out.csv");
+        fs::write(&path, b"old").expect("old");
+        let mut f = AtomicFile::create(&path).expect("create");
+        f.write_all(b"new, ").expect("write");
+        f.write_all(b"whole").expect("write");
+        assert_eq!(fs::read(&path).expect("read"), b"old", "not before commit");
+        f.commit().expect("commit");
+        assert_eq!(fs::read(&path).expect("read"), b"new, whole");
+        let mut dropped = AtomicFile::create(&path).expect("create");
+        dropped.write_all(b"partial").expect("write");
+        drop(dropped);
+        assert_eq!(fs::read(&path).expect("read"), b"new, whole");
+        let names: Vec<_> = fs::read_dir(dir.path()).expect("ls").collect();
+        assert_eq!(names.len(), 1, "no temp file left: {names:?}");
+    }
 
     fn open(dir: &Path) -> DurableDir {
         let options = Options {

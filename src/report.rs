@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -149,28 +149,12 @@ pub(crate) fn run(config: &Config, args: &ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `path` whole or not at all: a temp file beside it, fsynced, renamed.
+/// Writes `path` whole or not at all ([`crate::durable::AtomicFile`]).
 fn write_atomically(path: &Path, body: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .context("the output needs a file name")?;
-    let temp: PathBuf = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(body)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
+    let mut file = crate::durable::AtomicFile::create(path)?;
+    file.write_all(body)?;
+    file.commit()
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The report of the `days` days up to `now`.

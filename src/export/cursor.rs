@@ -16,6 +16,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
+use crate::durable::AtomicFile;
 use crate::layout;
 
 /// A cursor read at the start of a run.
@@ -59,27 +60,11 @@ impl Cursor {
 
     /// Moves the cursor to where this run stopped, durably.
     pub(super) fn advance(self, config: &Config) -> anyhow::Result<()> {
-        let dir = self
-            .path
-            .parent()
-            .unwrap_or(&config.state_dir)
-            .to_path_buf();
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let temp = super::temp_beside(&self.path)?;
-        let result = (|| -> std::io::Result<()> {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp)?;
-            writeln!(file, "{}", layout::rfc3339(self.until))?;
-            file.sync_all()?;
-            std::fs::rename(&temp, &self.path)?;
-            std::fs::File::open(&dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        result.with_context(|| format!("cannot move the cursor {}", self.path.display()))
+        let dir = self.path.parent().unwrap_or(&config.state_dir);
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut file = AtomicFile::create(&self.path)?;
+        writeln!(file, "{}", layout::rfc3339(self.until))?;
+        file.commit()
+            .with_context(|| format!("cannot move the cursor {}", self.path.display()))
     }
 }

@@ -30,6 +30,7 @@ use clap::{Args, ValueEnum};
 
 use crate::cli::ConfigArg;
 use crate::config::Config;
+use crate::durable::AtomicFile;
 use crate::layout::{self, ArchiveReader, Entry, Selection};
 use rows::{EventRow, ValueRow};
 
@@ -254,11 +255,10 @@ pub(crate) fn run(config: &Config, args: &ExportArgs) -> anyhow::Result<u8> {
     let totals = match result {
         Ok(totals) => totals,
         Err(e) => {
-            match sink {
-                Sink::Text(out) => out.abandon(),
-                Sink::Parquet(out) => out.abandon(),
-                // Dropping the connection rolls the load back.
-                Sink::Postgres(load) => drop(load),
+            // Dropping a file leaves nothing of it; dropping the connection
+            // rolls the load back.
+            if let Sink::Parquet(out) = sink {
+                out.abandon();
             }
             return Err(e);
         }
@@ -658,32 +658,18 @@ fn wanted(args: &ExportArgs, station: &str, channel: &str, utc: Option<DateTime<
     args.from.is_none_or(|f| t >= f) && args.to.is_none_or(|to| t < to)
 }
 
-/// Standard output, or a file written whole or not at all: a temp file
-/// beside it, fsynced and renamed at the end.
+/// Standard output, or a file written whole or not at all
+/// ([`AtomicFile`]: nothing is left of a run that fails).
 enum Output {
     Stdout(std::io::BufWriter<std::io::Stdout>),
-    File {
-        file: std::io::BufWriter<std::fs::File>,
-        temp: PathBuf,
-        path: PathBuf,
-    },
+    File(AtomicFile),
 }
 
 impl Output {
     fn open(path: Option<&Path>) -> anyhow::Result<Output> {
-        let Some(path) = path else {
-            return Ok(Output::Stdout(std::io::BufWriter::new(std::io::stdout())));
-        };
-        let temp = temp_beside(path)?;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .with_context(|| format!("cannot create {}", temp.display()))?;
-        Ok(Output::File {
-            file: std::io::BufWriter::new(file),
-            temp,
-            path: path.to_path_buf(),
+        Ok(match path {
+            None => Output::Stdout(std::io::BufWriter::new(std::io::stdout())),
+            Some(path) => Output::File(AtomicFile::create(path)?),
         })
     }
 
@@ -692,16 +678,7 @@ impl Output {
             Output::Stdout(w) => w
                 .write_all(bytes)
                 .context("cannot write to standard output"),
-            Output::File { file, temp, .. } => file
-                .write_all(bytes)
-                .with_context(|| format!("cannot write {}", temp.display())),
-        }
-    }
-
-    /// A run that failed leaves no partial output behind.
-    fn abandon(self) {
-        if let Output::File { temp, .. } = self {
-            let _ = std::fs::remove_file(temp);
+            Output::File(file) => Ok(file.write_all(bytes)?),
         }
     }
 
@@ -722,34 +699,7 @@ impl Output {
                 }
                 Ok(())
             }
-            Output::File { file, temp, path } => {
-                let result = (|| -> std::io::Result<()> {
-                    let file = file.into_inner().map_err(|e| e.into_error())?;
-                    file.sync_all()?;
-                    std::fs::rename(&temp, &path)?;
-                    std::fs::File::open(parent(&path))?.sync_all()
-                })();
-                if result.is_err() {
-                    let _ = std::fs::remove_file(&temp);
-                }
-                result.with_context(|| format!("cannot write {}", path.display()))
-            }
+            Output::File(file) => Ok(file.commit()?),
         }
     }
-}
-
-/// The directory `path` is in (`.` for a bare name).
-fn parent(path: &Path) -> &Path {
-    path.parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-}
-
-/// A temporary name beside `path`, hidden, unique to this process.
-fn temp_beside(path: &Path) -> anyhow::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .context("--output needs a file name")?;
-    Ok(parent(path).join(format!(".{name}.{}.tmp", std::process::id())))
 }

@@ -18,6 +18,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use super::Sourced;
+use crate::durable::{self, AtomicFile};
 use crate::export::rows::{EventRow, ValueRow};
 
 /// How a directory of Parquet files is split.
@@ -163,14 +164,16 @@ fn event_batch(rows: &[&Sourced<EventRow>]) -> anyhow::Result<RecordBatch> {
 }
 
 /// Where Parquet goes: one file, or one per partition under a directory.
-/// Written under a temporary name beside the target and renamed into place
-/// when complete, so a reader never sees half an export.
+/// The file is an [`AtomicFile`]; the directory is written under a
+/// temporary name beside the target and renamed into place when complete,
+/// so a reader never sees half an export.
 pub(super) struct ParquetOut {
     events: bool,
     partition: Option<Partition>,
     target: PathBuf,
-    temp: PathBuf,
-    writers: BTreeMap<String, ArrowWriter<File>>,
+    /// The directory being written, with `partition`.
+    temp_dir: Option<PathBuf>,
+    writers: BTreeMap<String, ArrowWriter<AtomicFile>>,
     /// Files made per partition so far: a partition closed and met again
     /// (a station named in another's body) gets a file of its own.
     made: BTreeMap<String, usize>,
@@ -188,27 +191,36 @@ impl ParquetOut {
                 target.display()
             );
         }
-        let temp = super::temp_beside(target)?;
-        if partition.is_some() {
-            std::fs::create_dir(&temp)
-                .with_context(|| format!("cannot create {}", temp.display()))?;
-        }
+        let temp_dir = match partition {
+            None => None,
+            Some(_) => {
+                let name = target.file_name().context("--output needs a name")?;
+                let temp = durable::parent_dir(target).join(format!(
+                    ".{}.{}.tmp",
+                    name.to_string_lossy(),
+                    std::process::id()
+                ));
+                std::fs::create_dir(&temp)
+                    .with_context(|| format!("cannot create {}", temp.display()))?;
+                Some(temp)
+            }
+        };
         Ok(ParquetOut {
             events,
             partition,
             target: target.to_path_buf(),
-            temp,
+            temp_dir,
             writers: BTreeMap::new(),
             made: BTreeMap::new(),
         })
     }
 
-    fn writer(&mut self, key: &str) -> anyhow::Result<&mut ArrowWriter<File>> {
+    fn writer(&mut self, key: &str) -> anyhow::Result<&mut ArrowWriter<AtomicFile>> {
         if !self.writers.contains_key(key) {
-            let path = match self.partition {
-                None => self.temp.clone(),
-                Some(_) => {
-                    let dir = self.temp.join(key);
+            let path = match &self.temp_dir {
+                None => self.target.clone(),
+                Some(temp) => {
+                    let dir = temp.join(key);
                     std::fs::create_dir_all(&dir)
                         .with_context(|| format!("cannot create {}", dir.display()))?;
                     let n = self.made.entry(key.to_owned()).or_default();
@@ -216,11 +228,7 @@ impl ParquetOut {
                     dir.join(format!("part-{}.parquet", *n - 1))
                 }
             };
-            let file = File::options()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
+            let file = AtomicFile::create(&path)?;
             let props = WriterProperties::builder()
                 .set_compression(Compression::SNAPPY)
                 .set_max_row_group_row_count(Some(ROW_GROUP))
@@ -290,35 +298,32 @@ impl ParquetOut {
 
     fn close_all(&mut self) -> anyhow::Result<()> {
         for (_, writer) in std::mem::take(&mut self.writers) {
-            let file = writer.into_inner()?;
-            file.sync_all()?;
+            writer.into_inner()?.commit()?;
         }
         Ok(())
     }
 
-    /// Closes every file, fsyncs, and renames the result into place.
+    /// Closes every file durably, and renames a directory into place.
     pub(super) fn finish(mut self) -> anyhow::Result<()> {
         if self.writers.is_empty() && self.partition.is_none() {
             // No rows at all: still a valid, empty file.
             self.writer("")?;
         }
         self.close_all()?;
-        if self.partition.is_some() {
-            sync_tree(&self.temp)?;
+        if let Some(temp) = &self.temp_dir {
+            sync_tree(temp)?;
+            std::fs::rename(temp, &self.target)
+                .with_context(|| format!("cannot write {}", self.target.display()))?;
+            durable::fsync_dir(durable::parent_dir(&self.target))?;
         }
-        std::fs::rename(&self.temp, &self.target)
-            .with_context(|| format!("cannot write {}", self.target.display()))?;
-        File::open(super::parent(&self.target))?.sync_all()?;
         Ok(())
     }
 
-    /// A failed export leaves nothing behind.
+    /// A failed export leaves nothing behind (a file not committed removes itself).
     pub(super) fn abandon(self) {
         drop(self.writers);
-        if self.partition.is_some() {
-            let _ = std::fs::remove_dir_all(&self.temp);
-        } else {
-            let _ = std::fs::remove_file(&self.temp);
+        if let Some(temp) = &self.temp_dir {
+            let _ = std::fs::remove_dir_all(temp);
         }
     }
 }
