@@ -226,8 +226,9 @@ impl Intake {
                         ));
                     }
                 };
-                let summary = std::mem::take(&mut document.summary);
-                let summary = (summary != Summary::default()).then(|| Arc::new(summary));
+                // Even an empty one: the catalog then has the same rows for
+                // this body as `dlsrv reindex` would write.
+                let summary = Some(Arc::new(std::mem::take(&mut document.summary)));
                 let (stored, duplicate) = store(Content::Memory(body.clone()), summary)?;
                 after_store(&Delivered {
                     state,

@@ -172,9 +172,12 @@ pub(crate) fn build(
     for st in status::stations(conn, state_dir, lateness, now, &[])? {
         let times: Vec<DateTime<Utc>> = conn
             .prepare_cached(
-                "SELECT t.received_utc FROM transmissions t CROSS JOIN station_info i ON i.id = t.id
-                 WHERE t.station_id = ?1 AND t.received_utc >= ?2 AND t.received_utc <= ?3
-                 ORDER BY t.received_utc",
+                // Every stored data message, with a summary or not (a
+                // catalog from before them has none until `dlsrv reindex`).
+                "SELECT received_utc FROM transmissions
+                 WHERE station_id = ?1 AND received_utc >= ?2 AND received_utc <= ?3
+                   AND action = 'senddata'
+                 ORDER BY received_utc",
             )?
             .query_map(params![st.station_id, from, to], |r| r.get::<_, String>(0))?
             .filter_map(|t| t.ok().and_then(|t| layout::parse_time(&t)))

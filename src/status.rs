@@ -198,22 +198,14 @@ fn count_since(conn: &Connection, station: &str, since: &str) -> rusqlite::Resul
 
 /// The median interval, in seconds, between the last 11 data messages.
 fn median_interval(conn: &Connection, station: &str) -> rusqlite::Result<Option<i64>> {
-    let mut times: Vec<DateTime<Utc>> = Vec::new();
-    for sql in [
-        "SELECT t.received_utc FROM transmissions t CROSS JOIN station_info i ON i.id = t.id
-         WHERE t.station_id = ?1 ORDER BY t.received_utc DESC LIMIT 11",
-        "SELECT received_utc FROM transmissions WHERE station_id = ?1 AND action = 'senddata'
-         ORDER BY received_utc DESC LIMIT 11",
-    ] {
-        let mut stmt = conn.prepare_cached(sql)?;
-        times = stmt
-            .query_map(params![station], |r| r.get::<_, String>(0))?
-            .filter_map(|t| t.ok().and_then(|t| layout::parse_time(&t)))
-            .collect();
-        if times.len() >= 2 {
-            break;
-        }
-    }
+    let times: Vec<DateTime<Utc>> = conn
+        .prepare_cached(
+            "SELECT received_utc FROM transmissions WHERE station_id = ?1 AND action = 'senddata'
+             ORDER BY received_utc DESC LIMIT 11",
+        )?
+        .query_map(params![station], |r| r.get::<_, String>(0))?
+        .filter_map(|t| t.ok().and_then(|t| layout::parse_time(&t)))
+        .collect();
     let mut gaps: Vec<i64> = times
         .windows(2)
         .map(|w| (w[0] - w[1]).num_seconds())

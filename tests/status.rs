@@ -513,3 +513,42 @@ async fn the_pages_refuse_a_loggers_login_and_metrics_carry_the_stations() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_report_counts_every_data_message_even_those_without_a_summary() {
+    // A data message with no StationData has nothing to summarise; it was
+    // still received, and the report and the catalog count it as
+    // `dlsrv reindex` does.
+    let server = TestServer::start().await;
+    for n in [1, 2] {
+        let reply = server
+            .post(
+                "/ott/?stationid=S900&action=senddata",
+                format!("<StationDataList><!-- {n} --></StationDataList>").as_bytes(),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    server.state.flush_catalog();
+    let report = json(&dlsrv(
+        server.dir.path(),
+        &["report", "--days", "1", "--format", "json"],
+    ));
+    let reported = report["reported"].as_array().expect("reported");
+    assert_eq!(reported.len(), 1, "{report}");
+    assert_eq!(reported[0]["station_id"], "S900");
+    assert_eq!(reported[0]["data_messages"], 2);
+    let conn = catalog(&server.state_dir);
+    let rows: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM station_info WHERE station_id = 'S900'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(
+        rows, 2,
+        "a station_info row per data message, as reindex writes"
+    );
+    server.stop().await;
+}
