@@ -400,18 +400,13 @@ fn select(
         stations: args.stations.clone(),
     };
     let mut stations: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-    let days = match reader.days("senddata") {
-        Ok(days) => days,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).context("cannot list the archive's days"),
-    };
-    let wanted_day = |d: &NaiveDate| {
-        selection.from.is_none_or(|f| *d >= f) && selection.to.is_none_or(|t| *d <= t)
-    };
-    for day in days.into_iter().filter(wanted_day) {
+    let days = reader
+        .day_dirs(&["senddata"], &selection)
+        .context("cannot list the archive's days")?;
+    for (action, day) in days {
         let listing = reader
-            .day("senddata", day, &selection)
-            .with_context(|| format!("cannot list senddata/{day}"))?;
+            .day(&action, day, &selection)
+            .with_context(|| format!("cannot list {action}/{day}"))?;
         for entry in listing.entries {
             if since.is_none_or(|t| entry.received >= t)
                 && before.is_none_or(|t| entry.received < t)
@@ -627,7 +622,7 @@ fn station_part(
     } else {
         values.len()
     } as u64;
-    totals.rows = rows - totals.left_out;
+    totals.rows = rows.saturating_sub(totals.left_out);
     if let Err(e) = result {
         notes.push(format!("cannot format rows: {e}"));
         totals.skipped += 1;
