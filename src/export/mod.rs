@@ -1,16 +1,16 @@
 //! `dlsrv export`: the archive's data messages as rows (docs/export.md).
 //!
 //! Reads the archive through [`layout::ArchiveReader`] (never writing to
-//! it), one station at a time, as many stations at once as there are
-//! cores: a station's bodies in the order they were received, each parsed
+//! it), one station at a time, two stations at once per core: a
+//! station's bodies in the order they were received, each parsed
 //! by [`rows::parse`], the copies of one value (the same channel and time
 //! from several bodies: a resend, an answered query) collapsed to the most
 //! recently received one unless `--all-copies`. Rows come out by station,
 //! channel and time.
 //!
 //! Memory holds the list of the selected files and, per thread, the rows of
-//! the station being read: it grows with one station's selection, not with
-//! the archive.
+//! the station being read: beyond the file list, it grows with one
+//! station's selection, not with the archive.
 
 mod cursor;
 mod parquet;
