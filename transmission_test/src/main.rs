@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use transmission_test::http::{Client, Connector, Response};
 use transmission_test::ott::{
     self, Compression, PreparedRequest, RequestSettings, ack_document, ack_ids, decode_content,
-    insert_marker, is_post_action, local_now, station_ids, unique_marker,
+    insert_marker, is_post_action, local_now, station_ids, unique_marker, with_station_id,
 };
 use transmission_test::stats::LatencySummary;
 use transmission_test::target::Target;
@@ -632,6 +632,13 @@ fn one_load_request(
     index: usize,
     run_id: &str,
 ) -> Sample {
+    // A logger's document names its own station.
+    let own = if opts.stations > 1 {
+        with_station_id(body, station)
+    } else {
+        None
+    };
+    let body = own.as_deref().unwrap_or(body);
     let unique;
     let body = if opts.unique {
         unique = insert_marker(body, &unique_marker(index, run_id));

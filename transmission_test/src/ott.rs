@@ -315,6 +315,40 @@ pub fn insert_marker(body: &[u8], marker: &str) -> Vec<u8> {
     splice(body.len())
 }
 
+/// `body` with the document's own station id (the value of its first
+/// `stationId="…"`) replaced by `station` wherever it occurs as a
+/// `stationId` attribute, as that station's logger would send it; `None`
+/// when the body names no station or names `station` already.
+pub fn with_station_id(body: &[u8], station: &str) -> Option<Vec<u8>> {
+    const ATTR: &[u8] = b"stationId=\"";
+    let find = |from: usize| {
+        body[from..]
+            .windows(ATTR.len())
+            .position(|w| w == ATTR)
+            .map(|p| from + p + ATTR.len())
+    };
+    let first = find(0)?;
+    let own_len = body[first..].iter().position(|&b| b == b'"')?;
+    let own = &body[first..first + own_len];
+    if own == station.as_bytes() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() + station.len());
+    let mut copied = 0;
+    let mut at = Some(first);
+    while let Some(start) = at {
+        let end = start + own.len();
+        if body.get(start..end) == Some(own) && body.get(end) == Some(&b'"') {
+            out.extend_from_slice(&body[copied..start]);
+            out.extend_from_slice(station.as_bytes());
+            copied = end;
+        }
+        at = find(start);
+    }
+    out.extend_from_slice(&body[copied..]);
+    Some(out)
+}
+
 /// The marker for request `n` of a run: `<!-- n=7 run=66f1c2a0-1234 -->`.
 pub fn unique_marker(n: usize, run: &str) -> String {
     format!("<!-- n={n} run={run} -->")
@@ -545,6 +579,22 @@ mod tests {
         assert_eq!(out, b"\x00\x01<!-- n=3 -->");
         assert_eq!(insert_marker(b"", m), m.as_bytes());
         assert_eq!(unique_marker(7, "r1"), "<!-- n=7 run=r1 -->");
+    }
+
+    #[test]
+    fn station_id_rewriting() {
+        let doc = b"<L><StationData stationId=\"0000452891\"/><StationData stationId=\"0000452891\"/><StationData stationId=\"77\"/></L>";
+        let out = with_station_id(doc, "0000452999").expect("rewritten");
+        assert_eq!(
+            out,
+            b"<L><StationData stationId=\"0000452999\"/><StationData stationId=\"0000452999\"/><StationData stationId=\"77\"/></L>"
+        );
+        assert_eq!(with_station_id(doc, "0000452891"), None);
+        assert_eq!(with_station_id(b"<Response/>", "1"), None);
+        assert_eq!(with_station_id(b"<a stationId=\"12", "1"), None);
+        let out = with_station_id(SENDDATA, "0000452999").expect("sample names a station");
+        assert_eq!(out.len(), SENDDATA.len());
+        assert!(!String::from_utf8_lossy(&out).contains("0000452891"));
     }
 
     #[test]
