@@ -360,15 +360,19 @@ impl Catalog {
         since: DateTime<Utc>,
     ) -> rusqlite::Result<Vec<(String, DateTime<Utc>)>> {
         {
-            let wal = self.wal_stat();
             let mut recent = lock(&self.recent);
             // Other instances' rows: read when the WAL changed, at most every
             // REFRESH_EVERY (this process's own are in `recent` already).
+            // The WAL is looked at only then: a `stat` per body is a system call.
             let due = recent
                 .refreshed
                 .is_none_or(|at| at.elapsed() >= REFRESH_EVERY);
-            if wal != recent.wal_seen && due {
-                self.refresh(&mut recent, None)?;
+            if due {
+                if self.wal_stat() != recent.wal_seen {
+                    self.refresh(&mut recent, None)?;
+                } else {
+                    recent.refreshed = Some(std::time::Instant::now());
+                }
             }
             if !recent.contains(sha256) {
                 return Ok(Vec::new());
