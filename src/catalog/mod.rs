@@ -84,8 +84,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// A logger resends minutes after a lost answer; a busy process's own
 /// commits change the WAL every few milliseconds.
 const REFRESH_EVERY: Duration = Duration::from_millis(50);
-/// How long the writer lets rows gather before it commits them together.
-const BATCH_DELAY: Duration = Duration::from_millis(50);
+/// How long a busy writer lets rows gather before it commits them together.
+/// Each commit writes every page it touched to the WAL once; the indexes by
+/// path and by station take rows at one place per station, so a longer
+/// batch writes fewer pages per row (measured at 4,000 bodies/s: 0.02
+/// instead of 0.03 ms of CPU per row at 50 ms). What it costs: another
+/// instance's duplicate check and `dlsrv status` see a row up to this much
+/// later, and a crash leaves this much more for the catch-up at start.
+const BATCH_DELAY: Duration = Duration::from_millis(250);
 /// Bytes of the database file mapped into memory (address space, not RAM).
 const MMAP_SIZE: i64 = 1 << 30;
 
