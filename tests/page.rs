@@ -10,7 +10,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use chrono::Utc;
 use common::{TestServer, synthetic_archive};
@@ -189,6 +188,5 @@ async fn the_status_page_loads_clean_in_a_real_browser_with_late_stations_and_sp
         );
         println!("screenshot: {}", path.display());
     }
-    tokio::time::sleep(Duration::from_millis(10)).await;
     server.stop().await;
 }
