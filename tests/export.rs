@@ -902,3 +902,66 @@ async fn postgresql_takes_the_csv_by_copy_and_the_rows_directly_and_a_second_run
         "2|1"
     );
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_export_quietly_and_leaves_the_cursor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // Far more CSV than a pipe holds (64 KiB): the export is still writing
+    // when the reader goes.
+    let values: String = (0..3000)
+        .map(|i| {
+            format!(
+                "<VT t=\"2026-01-01T{:02}:{:02}:{:02}\">{i}</VT>",
+                i / 3600,
+                i / 60 % 60,
+                i % 60
+            )
+        })
+        .collect();
+    let body = format!(
+        "<StationDataList><StationData stationId=\"S1\" timezone=\"+00:00\"><ChannelData channelId=\"0010\"><Values>{values}</Values></ChannelData></StationData></StationDataList>"
+    );
+    place(
+        &data,
+        "S1",
+        Utc::now() - Duration::hours(1),
+        body.as_bytes(),
+    );
+    let mut child = dlsrv_command()
+        .args(["export", "--since-cursor", "piped", "--format", "csv"])
+        .env("DLSRV_DATA_DIR", &data)
+        .env("DLSRV_STATE_DIR", dir.path().join("state"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn dlsrv export");
+    let mut first = String::new();
+    {
+        use std::io::BufRead;
+        let stdout = child.stdout.take().expect("stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut first)
+            .expect("first line");
+        // `head -n 1`: the pipe closes here.
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(first.starts_with("station_id,"), "header: {first}");
+    assert_eq!(out.status.code(), Some(1), "an incomplete export");
+    assert!(
+        out.stderr.is_empty(),
+        "nothing to say: {}",
+        text(&out.stderr)
+    );
+    let cursor = dir
+        .path()
+        .join("state")
+        .join(dlsrv::layout::EXPORT_CURSORS)
+        .join("piped");
+    assert!(!cursor.exists(), "the cursor did not move");
+    // So the next run exports all of it.
+    let all = export(dir.path(), &["--since-cursor", "piped", "--format", "csv"]);
+    assert_eq!(all.status.code(), Some(0), "{}", text(&all.stderr));
+    assert_eq!(text(&all.stdout).lines().count(), 3001);
+    assert!(cursor.exists());
+}
