@@ -229,6 +229,41 @@ remove_path() {
     fi
 }
 
+# ensure_htpasswd FILE: an NGINX basic-auth file, created empty when missing
+# (NGINX then answers 401, not 500, until a login is added); an existing one is kept.
+ensure_htpasswd() {
+    if [ -e "$(d "$1")" ]; then
+        info "exists, kept"
+    else
+        ensure_dir 0755 "$(d "$(dirname "$1")")"
+        run install -m 0640 /dev/null "$(d "$1")"
+    fi
+}
+
+# set_password FILE NAME OPTION VAR: sets NAME's bcrypt password in FILE
+# (-B: NGINX's crypt(3), libxcrypt, understands it) from the environment
+# variable VAR, else from the terminal; OPTION names the flag in errors.
+set_password() {
+    sp_password=$(printenv "$4" || true)
+    if [ -n "$sp_password" ]; then
+        info "$ htpasswd -i -B $(d "$1") $2  (password from $4)"
+        printf '%s\n' "$sp_password" | htpasswd -i -B "$(d "$1")" "$2"
+    elif [ -t 0 ]; then
+        run htpasswd -B "$(d "$1")" "$2"
+    else
+        die "$3 $2: no terminal to ask for the password; set $4"
+    fi
+    sp_password=""
+}
+
+# nginx_readable FILE: owned by root, readable by NGINX's workers, by nobody else.
+nginx_readable() {
+    if [ "$STAGED" -eq 0 ] && [ "$(stat -c %U:%G:%a "$1")" != "root:$NGINX_GROUP:640" ]; then
+        run chown "root:$NGINX_GROUP" "$1"
+        run chmod 0640 "$1"
+    fi
+}
+
 # site_value DIRECTIVE: first value of DIRECTIVE in the installed site.
 site_value() {
     [ -f "$(d "$SITE")" ] || return 0
@@ -659,13 +694,7 @@ fi
 
 # ---- Logins ---------------------------------------------------------------
 step "Logger logins in $(d "$HTPASSWD")"
-if [ -e "$(d "$HTPASSWD")" ]; then
-    info "exists, kept"
-else
-    # An empty file: NGINX answers 401 instead of 500 until a login is added.
-    ensure_dir 0755 "$(d "$(dirname "$HTPASSWD")")"
-    run install -m 0640 /dev/null "$(d "$HTPASSWD")"
-fi
+ensure_htpasswd "$HTPASSWD"
 if [ -n "$LOGGERS" ]; then
     command -v htpasswd >/dev/null 2>&1 || die "htpasswd (package apache2-utils) is needed for --add-logger"
 fi
@@ -673,28 +702,15 @@ for name in $LOGGERS; do
     if grep -q "^$name:" "$(d "$HTPASSWD")"; then
         info "logger $name exists: setting a new password"
     fi
-    # -B: bcrypt, which NGINX's crypt(3) (libxcrypt) understands.
-    if [ -n "${LOGGER_PASSWORD:-}" ]; then
-        info "$ htpasswd -i -B $(d "$HTPASSWD") $name  (password from LOGGER_PASSWORD)"
-        printf '%s\n' "$LOGGER_PASSWORD" | htpasswd -i -B "$(d "$HTPASSWD")" "$name"
-    elif [ -t 0 ]; then
-        run htpasswd -B "$(d "$HTPASSWD")" "$name"
-    else
-        die "--add-logger $name: no terminal to ask for the password; set LOGGER_PASSWORD"
-    fi
+    set_password "$HTPASSWD" "$name" --add-logger LOGGER_PASSWORD
 done
 # Not needed past this point; keep it out of every command run below.
 unset LOGGER_PASSWORD
 
 # ---- Operators' logins (status pages) ---------------------------------------
 step "Operator logins in $(d "$OPERATORS_HTPASSWD")"
-if [ -e "$(d "$OPERATORS_HTPASSWD")" ]; then
-    info "exists, kept"
-else
-    # Empty: /status answers 401 to everyone until an operator is added.
-    ensure_dir 0755 "$(d "$(dirname "$OPERATORS_HTPASSWD")")"
-    run install -m 0640 /dev/null "$(d "$OPERATORS_HTPASSWD")"
-fi
+# Empty: /status answers 401 to everyone until an operator is added.
+ensure_htpasswd "$OPERATORS_HTPASSWD"
 if [ -n "$OPERATORS" ]; then
     command -v htpasswd >/dev/null 2>&1 || die "htpasswd (package apache2-utils) is needed for --add-operator"
 fi
@@ -705,20 +721,10 @@ for name in $OPERATORS; do
     if grep -q "^$name:" "$(d "$HTPASSWD")"; then
         warn "operator $name is also a logger's login: dlsrv refuses the status pages to loggers' logins in $LOGINS (403)"
     fi
-    if [ -n "${OPERATOR_PASSWORD:-}" ]; then
-        info "$ htpasswd -i -B $(d "$OPERATORS_HTPASSWD") $name  (password from OPERATOR_PASSWORD)"
-        printf '%s\n' "$OPERATOR_PASSWORD" | htpasswd -i -B "$(d "$OPERATORS_HTPASSWD")" "$name"
-    elif [ -t 0 ]; then
-        run htpasswd -B "$(d "$OPERATORS_HTPASSWD")" "$name"
-    else
-        die "--add-operator $name: no terminal to ask for the password; set OPERATOR_PASSWORD"
-    fi
+    set_password "$OPERATORS_HTPASSWD" "$name" --add-operator OPERATOR_PASSWORD
 done
 unset OPERATOR_PASSWORD
-if [ "$STAGED" -eq 0 ] && [ "$(stat -c %U:%G:%a "$OPERATORS_HTPASSWD")" != "root:$NGINX_GROUP:640" ]; then
-    run chown "root:$NGINX_GROUP" "$OPERATORS_HTPASSWD"
-    run chmod 0640 "$OPERATORS_HTPASSWD"
-fi
+nginx_readable "$OPERATORS_HTPASSWD"
 
 # ---- Which stations each login speaks for ---------------------------------
 step "Logins file $(d "$LOGINS")"
@@ -757,11 +763,7 @@ for entry in $LOGGER_STATIONS; do
     [ "$STAGED" -eq 1 ] || run chgrp "$SERVICE_USER" "$LOGINS"
     LOGINS_CHANGED=1
 done
-# Readable by NGINX's workers, by nobody else.
-if [ "$STAGED" -eq 0 ] && [ "$(stat -c %U:%G:%a "$HTPASSWD")" != "root:$NGINX_GROUP:640" ]; then
-    run chown "root:$NGINX_GROUP" "$HTPASSWD"
-    run chmod 0640 "$HTPASSWD"
-fi
+nginx_readable "$HTPASSWD"
 
 # ---- NGINX site -----------------------------------------------------------
 step "NGINX site $(d "$SITE")"
