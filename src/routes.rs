@@ -177,19 +177,29 @@ async fn status_page(
         let now = Utc::now();
         let state_dir = s.state_dir().to_path_buf();
         let result = s.catalog.with_reader(|conn| match (&station, json) {
-            (_, true) => {
-                let rows = crate::status::stations(conn, &state_dir, lateness, now, &[])?;
-                Ok(Some((crate::status::json(&rows).unwrap_or_default(), true)))
+            (_, true) => Ok(Some(Rendered::Stations(crate::status::stations(
+                conn,
+                &state_dir,
+                lateness,
+                now,
+                &[],
+            )?))),
+            (Some(id), _) => {
+                Ok(crate::page::station(conn, &state_dir, lateness, now, id)?.map(Rendered::Html))
             }
-            (Some(id), _) => Ok(crate::page::station(conn, &state_dir, lateness, now, id)?
-                .map(|html| (html, false))),
-            (None, _) => Ok(Some((
-                crate::page::overview(conn, &state_dir, lateness, now, page_no)?,
-                false,
-            ))),
+            (None, _) => Ok(Some(Rendered::Html(crate::page::overview(
+                conn, &state_dir, lateness, now, page_no,
+            )?))),
         });
         match result {
-            Ok(Some(page)) => Ok(page),
+            Ok(Some(Rendered::Html(html))) => Ok((html, false)),
+            Ok(Some(Rendered::Stations(rows))) => crate::status::json(&rows)
+                .map(|text| (text, true))
+                .map_err(|e| {
+                    RequestError::store(std::io::Error::other(format!(
+                        "cannot write the status as JSON: {e}"
+                    )))
+                }),
             Ok(None) => Err(RequestError::NotFound),
             Err(e) => Err(RequestError::store(std::io::Error::other(format!(
                 "cannot read the catalog: {e}"
@@ -199,6 +209,13 @@ async fn status_page(
     .await??;
     let (body, is_json) = rendered;
     Ok((response::page(body, is_json), Outcome::Other))
+}
+
+/// What a status page was rendered into, still inside the catalog's reader.
+enum Rendered {
+    Html(String),
+    /// `/status.json`: serialised outside the reader, where its error is ours.
+    Stations(Vec<crate::status::StationStatus>),
 }
 
 /// The login NGINX checked (`X-Remote-User`) may speak for the query's station.
