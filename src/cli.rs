@@ -120,13 +120,14 @@ pub fn main() -> ExitCode {
         Command::CheckConfig(arg) => Config::load(arg.config.as_deref()).and_then(check_config),
         Command::Commands(args) => Config::load(args.config.config.as_deref())
             .and_then(|config| crate::admin::run(&config, &args.action))
-            .map(|output| print!("{output}")),
+            .and_then(|output| to_stdout(&output)),
         Command::Reindex(arg) => Config::load(arg.config.as_deref()).and_then(reindex),
         Command::Status(args) => {
             return match Config::load(args.config.config.as_deref()).and_then(|c| status(&c, &args))
             {
                 Ok(code) => code,
                 // Not 1: that means "a station is late" to a monitoring agent.
+                Err(e) if broken_pipe(&e) => ExitCode::from(2),
                 Err(e) => fail(&e, 2),
             };
         }
@@ -146,6 +147,8 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `dlsrv … | head`: the reader had enough; nothing to say.
+        Err(e) if broken_pipe(&e) => ExitCode::FAILURE,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("dlsrv: {e:#}");
@@ -167,6 +170,17 @@ pub(crate) fn progress_bar(show: bool, len: u64, what: &str) -> indicatif::Progr
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+/// Writes a command's output: an error, not `print!`'s panic, when it
+/// cannot (a reader that is gone is [`broken_pipe`]: the command ends
+/// without a word).
+pub(crate) fn to_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to standard output")
 }
 
 /// Whether `e` comes from writing to a pipe whose reader is gone.
@@ -203,7 +217,7 @@ fn status(config: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode> {
         crate::status::Format::Json => crate::status::json(&rows)?,
         crate::status::Format::Csv => crate::status::csv(&rows)?,
     };
-    print!("{text}");
+    to_stdout(&text)?;
     Ok(if args.late && !rows.is_empty() {
         ExitCode::from(1)
     } else {
@@ -212,7 +226,7 @@ fn status(config: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn check_config(config: Config) -> anyhow::Result<()> {
-    print!("{}", config.to_toml()?);
+    to_stdout(&config.to_toml()?)?;
     eprintln!("dlsrv: configuration is valid");
     Ok(())
 }

@@ -140,7 +140,7 @@ pub(crate) fn run(config: &Config, args: &ReportArgs) -> anyhow::Result<()> {
         Format::Html => html(&report),
     };
     match target {
-        None => print!("{text}"),
+        None => crate::cli::to_stdout(&text)?,
         Some(path) => {
             write_atomically(&path, text.as_bytes())?;
             eprintln!("dlsrv: report written to {}", path.display());

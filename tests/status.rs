@@ -33,6 +33,20 @@ fn dlsrv(dir: &Path, args: &[&str]) -> Output {
         .expect("run dlsrv")
 }
 
+/// `dlsrv ARGS` writing into a pipe whose reader is already gone.
+fn into_a_closed_pipe(dir: &Path, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    dlsrv_command()
+        .args(args)
+        .env("DLSRV_DATA_DIR", dir.join("data"))
+        .env("DLSRV_STATE_DIR", dir.join("state"))
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run dlsrv")
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -342,6 +356,22 @@ fn status_and_report_on_many_stations_find_the_late_ones_and_the_gaps() {
         "fits a terminal:\n{table}"
     );
     assert!(table.contains("120 station(s), 15 late"));
+    // `dlsrv status | head` and the like, the reader gone before the first
+    // write: no panic, no message, the command's failure code.
+    for (args, code) in [
+        (&["status"][..], 2),
+        (&["status", "--format", "json"][..], 2),
+        (&["report", "--format", "html"][..], 1),
+        (&["check-config"][..], 1),
+    ] {
+        let out = into_a_closed_pipe(dir.path(), args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     // The report of the last 2 days.
     let report = json(&dlsrv(
