@@ -41,6 +41,10 @@ pub const COMMANDS: &str = "commands";
 pub const REJECTED: &str = "rejected";
 /// Where `dlsrv export --since-cursor` keeps its cursors, in `state_dir`.
 pub const EXPORT_CURSORS: &str = "export-cursors";
+/// Where export feeds (`dlsrv export --follow NAME`) say how far they are, in `state_dir`.
+pub const EXPORT_FEEDS: &str = "export-feeds";
+/// The exports' temporary files (the file list, sort runs), in `state_dir`.
+pub const EXPORT_TMP: &str = "export-tmp";
 /// Where an installation before `state_dir` kept its duplicate markers, in `data_dir`.
 pub const LEGACY_DUPLICATES: &str = ".duplicates";
 /// The suffix of the file beside a rejected body that says why it was refused.
@@ -212,6 +216,27 @@ pub fn catalog_path(state_dir: &Path) -> PathBuf {
 /// `<state_dir>/export-cursors/<name>`: where `dlsrv export --since-cursor` stopped.
 pub fn export_cursor_path(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join(EXPORT_CURSORS).join(name)
+}
+
+/// `<state_dir>/export-feeds/<name>.json`: how far the feed `name` is.
+pub fn export_feed_path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join(EXPORT_FEEDS).join(format!("{name}.json"))
+}
+
+/// `<state_dir>/export-tmp`: one directory per running export below it.
+pub fn export_tmp_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join(EXPORT_TMP)
+}
+
+/// A name for a cursor or a feed: letters, digits, `-`, `_`, `.`, at most
+/// 64, not starting with `.` (it names a file in `state_dir`).
+pub fn valid_export_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.')
 }
 
 /// `commands/<station>/<sub>`, relative to `state_dir`.

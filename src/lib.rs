@@ -56,6 +56,7 @@ pub(crate) mod downloads;
 pub(crate) mod durable;
 pub(crate) mod error;
 pub(crate) mod export;
+pub(crate) mod feeds;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;

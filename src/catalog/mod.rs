@@ -45,15 +45,20 @@ pub(crate) mod summaries;
 
 /// The schema version this build writes (`PRAGMA user_version`): 2 added
 /// the summaries (`station_info`, `channels`, `alarms`, `stations`) and
-/// `duplicates`.
-const SCHEMA_VERSION: i64 = 2;
+/// `duplicates`; 3 made `transmissions.id` AUTOINCREMENT (an id is never
+/// handed out twice, so it is a position an export can follow) and added
+/// `catalog_meta` (the catalog's own id, which a position counts in).
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 -- No index on sha256: duplicates are looked up by station and time (rarely:
 -- only when the in-memory prefixes match), and random keys would cost a
 -- page of WAL per stored row.
+-- AUTOINCREMENT: SQLite hands ids out in commit order (one writer at a
+-- time) and never again, even after the newest row is deleted: an id is a
+-- position in the catalog's history that exports follow.
 CREATE TABLE IF NOT EXISTS transmissions (
-    id           INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
     station_id   TEXT    NOT NULL,
     action       TEXT    NOT NULL,
     received_utc TEXT    NOT NULL,
@@ -74,6 +79,28 @@ CREATE TABLE IF NOT EXISTS rejected (
     reason       TEXT    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rejected_by_sha256 ON rejected (sha256);
+CREATE TABLE IF NOT EXISTS catalog_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+/// Schema 2's `transmissions` rebuilt with AUTOINCREMENT, every id kept.
+const TRANSMISSIONS_AUTOINCREMENT: &str = "
+ALTER TABLE transmissions RENAME TO transmissions_v2;
+CREATE TABLE transmissions (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    station_id   TEXT    NOT NULL,
+    action       TEXT    NOT NULL,
+    received_utc TEXT    NOT NULL,
+    path         TEXT    NOT NULL UNIQUE,
+    bytes        INTEGER NOT NULL,
+    sha256       TEXT    NOT NULL,
+    indexed_utc  TEXT    NOT NULL
+);
+INSERT INTO transmissions SELECT * FROM transmissions_v2 ORDER BY id;
+DROP TABLE transmissions_v2;
+CREATE INDEX IF NOT EXISTS transmissions_by_station ON transmissions (station_id, received_utc);
 ";
 
 /// Rows that failed to commit are kept for another try, up to this many.
@@ -517,6 +544,18 @@ pub(crate) fn open_writable(path: &Path) -> anyhow::Result<Connection> {
     }
     if version < SCHEMA_VERSION {
         let tx = conn.unchecked_transaction()?;
+        let plain_ids: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'transmissions'
+               AND sql NOT LIKE '%AUTOINCREMENT%'",
+            [],
+            |r| r.get(0),
+        )?;
+        if plain_ids {
+            tx.execute_batch(TRANSMISSIONS_AUTOINCREMENT)
+                .with_context(|| {
+                    format!("cannot upgrade the transmissions of {}", path.display())
+                })?;
+        }
         tx.execute_batch(SCHEMA)
             .and_then(|()| tx.execute_batch(summaries::SCHEMA))
             .with_context(|| format!("cannot create the catalog's tables in {}", path.display()))?;
@@ -529,10 +568,107 @@ pub(crate) fn open_writable(path: &Path) -> anyhow::Result<Connection> {
                  bodies stored from now on; run `dlsrv reindex` to read them from the earlier ones too"
             );
         }
+        // The catalog's own id: a position (an export's, a feed's) counts
+        // in one catalog; one rebuilt from scratch has another.
+        tx.execute(
+            "INSERT INTO catalog_meta (key, value) VALUES ('catalog_id', ?1)
+             ON CONFLICT (key) DO NOTHING",
+            params![new_catalog_id()],
+        )?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
     }
     Ok(conn)
+}
+
+/// 128 random bits, as hex.
+fn new_catalog_id() -> String {
+    let mut bytes = [0u8; 16];
+    let random = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if random.is_err() {
+        // Unique enough without: the time and the process.
+        let seed = format!("{:?} {}", std::time::SystemTime::now(), std::process::id());
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(seed.as_bytes());
+        bytes.copy_from_slice(&digest[..16]);
+    }
+    hex::encode(bytes)
+}
+
+/// The catalog's own id (see [`open_writable`]); empty for a catalog of
+/// an older dlsrv that was never opened for writing by this one.
+pub(crate) fn catalog_id(conn: &Connection) -> rusqlite::Result<String> {
+    let id = conn.query_row(
+        "SELECT value FROM catalog_meta WHERE key = 'catalog_id'",
+        [],
+        |r| r.get(0),
+    );
+    match id {
+        Ok(id) => Ok(id),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(String::new()),
+        Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("no such table") => {
+            Ok(String::new())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A data message's row as an export reads it, by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DataRow {
+    pub(crate) id: i64,
+    pub(crate) station_id: String,
+    pub(crate) received_utc: String,
+    pub(crate) path: String,
+    pub(crate) indexed_utc: String,
+}
+
+/// The highest id handed out so far (0 for none).
+pub(crate) fn max_id(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT coalesce(max(id), 0) FROM transmissions", [], |r| {
+        r.get(0)
+    })
+}
+
+/// Up to `limit` data messages (`senddata`) after id `after` and up to
+/// `upto`, in id order (the order they were committed in).
+pub(crate) fn data_rows_after(
+    conn: &Connection,
+    after: i64,
+    upto: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<DataRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, station_id, received_utc, path, indexed_utc FROM transmissions
+         WHERE id > ?1 AND id <= ?2 AND action = 'senddata' ORDER BY id LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(
+        params![after, upto, i64::try_from(limit).unwrap_or(i64::MAX)],
+        |r| {
+            Ok(DataRow {
+                id: r.get(0)?,
+                station_id: r.get(1)?,
+                received_utc: r.get(2)?,
+                path: r.get(3)?,
+                indexed_utc: r.get(4)?,
+            })
+        },
+    )?;
+    rows.collect()
+}
+
+/// When the oldest data message after id `after` was written to the
+/// catalog (a moment after its 200): how far behind a reader at `after` is.
+pub(crate) fn oldest_after(conn: &Connection, after: i64) -> rusqlite::Result<Option<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT indexed_utc FROM transmissions WHERE id > ?1 AND action = 'senddata'
+         ORDER BY id LIMIT 1",
+    )?;
+    let mut rows = stmt.query(params![after])?;
+    match rows.next()? {
+        Some(r) => Ok(Some(r.get(0)?)),
+        None => Ok(None),
+    }
 }
 
 /// A connection that only reads.

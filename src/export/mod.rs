@@ -1,28 +1,36 @@
 //! `dlsrv export`: the archive's data messages as rows (docs/export.md).
 //!
-//! Reads the archive through [`layout::ArchiveReader`] (never writing to
-//! it), one station at a time, two stations at once per core: a
-//! station's bodies in the order they were received, each parsed
-//! by [`rows::parse`], the copies of one value (the same channel and time
-//! from several bodies: a resend, an answered query) collapsed to the most
-//! recently received one unless `--all-copies`. Rows come out by station,
-//! channel and time.
+//! The bodies to read come as a list sorted on disk ([`files`]: from the
+//! archive's listing, or from the catalog by position for a cursor or a
+//! feed). Threads read and parse them in that order, several at once, and
+//! turn each body's rows into records already formatted for the output
+//! ([`encode`], [`record`]). The main thread takes the records in list
+//! order, one sending station at a time, into an external sort
+//! ([`sorter`]: a buffer of bounded size, spilled to sorted runs in
+//! `state_dir` and merged) that collapses the copies of one value to the
+//! most recently received, and writes them out by station, channel and
+//! time. Memory is bounded whatever the archive's shape; the temporary
+//! disk is at most one station's rows.
 //!
-//! Memory holds the list of the selected files and, per thread, the rows of
-//! the station being read: beyond the file list, it grows with one
-//! station's selection, not with the archive.
+//! `--follow NAME` ([`follow`]) runs the same pipeline over each new page
+//! of the catalog and commits the rows with the feed's position.
 
 mod cursor;
+mod encode;
+mod files;
+mod follow;
 mod parquet;
 mod postgres;
+mod record;
 pub(crate) mod rows;
+mod sorter;
 mod text;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -31,8 +39,11 @@ use clap::{Args, ValueEnum};
 use crate::cli::ConfigArg;
 use crate::config::Config;
 use crate::durable::AtomicFile;
-use crate::layout::{self, ArchiveReader, Entry, Selection};
-use rows::{EventRow, ValueRow};
+use crate::layout::{self, ArchiveReader};
+use encode::{Encoded, Spec};
+use files::File;
+use record::{LEFT_OUT, Rec};
+use sorter::Sorter;
 
 pub(crate) use parquet::Partition;
 
@@ -94,6 +105,18 @@ pub(crate) struct ExportArgs {
     /// PostgreSQL connection (URL or key=value) for --format postgres.
     #[arg(long, value_name = "URL", env = "DLSRV_EXPORT_DATABASE")]
     pub(crate) database: Option<String>,
+    /// Run as the feed NAME: deliver each newly archived body's rows as
+    /// the catalog commits them (PostgreSQL, or JSON Lines on standard
+    /// output), until SIGTERM.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["since_cursor", "output", "partition"])]
+    pub(crate) follow: Option<String>,
+    /// The feed's settings (TOML: format, database, stations, channels,
+    /// events, lag_warn_secs), e.g. /etc/dlsrv/export/NAME.toml.
+    #[arg(long, value_name = "FILE", requires = "follow")]
+    pub(crate) settings: Option<PathBuf>,
+    /// With --follow: warn in the journal when the feed is this far behind.
+    #[arg(long, value_name = "SECS", requires = "follow")]
+    pub(crate) lag_warn_secs: Option<u64>,
 }
 
 /// `T` as RFC 3339, or a date (its start).
@@ -121,7 +144,7 @@ fn parse_when(s: &str, day_end: bool) -> Result<DateTime<Utc>, String> {
 }
 
 /// What a run did, said on stderr at the end.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Totals {
     files: u64,
     rows: u64,
@@ -130,15 +153,29 @@ struct Totals {
     /// Rows the format has no place for (no UTC time in ZRXP, the line
     /// protocol or PostgreSQL; no field for the line protocol).
     left_out: u64,
+    /// Values without a usable time: each kept.
+    timeless: u64,
 }
 
 impl Totals {
-    fn add(&mut self, other: &Totals) {
-        self.files += other.files;
-        self.rows += other.rows;
-        self.skipped += other.skipped;
-        self.collapsed += other.collapsed;
-        self.left_out += other.left_out;
+    fn line(&self) -> String {
+        let mut line = format!(
+            "{} files read, {} rows, {} files skipped, {} duplicates collapsed",
+            self.files, self.rows, self.skipped, self.collapsed
+        );
+        if self.timeless > 0 {
+            line.push_str(&format!(
+                ", {} values without a time (each kept, none collapsed)",
+                self.timeless
+            ));
+        }
+        if self.left_out > 0 {
+            line.push_str(&format!(
+                ", {} rows left out (no UTC time or no field for this format)",
+                self.left_out
+            ));
+        }
+        line
     }
 }
 
@@ -184,32 +221,88 @@ const EVENT_FIELDS: [&str; 10] = [
     "source",
 ];
 
-/// One station's rows, read and sorted.
-#[derive(Default)]
-struct StationRows {
-    values: Vec<Sourced<ValueRow>>,
-    events: Vec<Sourced<EventRow>>,
-    totals: Totals,
-    /// Skipped files and warnings, for stderr.
-    notes: Vec<String>,
+/// Bytes of records the sort holds in memory before it spills a run
+/// (`DLSRV_EXPORT_SORT_BUFFER` sets another, for tests and tuning).
+const SORT_BUFFER: usize = 32 << 20;
+/// Bytes of rows gathered before a `COPY`.
+const COPY_CHUNK: usize = 4 << 20;
+
+fn sort_buffer() -> usize {
+    std::env::var("DLSRV_EXPORT_SORT_BUFFER")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n >= 4096)
+        .unwrap_or(SORT_BUFFER)
 }
 
-/// One station's part of the output, formatted by its thread.
-struct Part {
-    bytes: Vec<u8>,
-    totals: Totals,
-    notes: Vec<String>,
-}
-
-/// Where the output goes.
-enum Sink {
-    Text(Output),
+/// Where the rows go.
+enum Sink<'a> {
+    Text {
+        out: Output,
+        zrxp: bool,
+        /// The ZRXP block being written (its station and channel).
+        block: Vec<u8>,
+    },
     Parquet(parquet::ParquetOut),
-    Postgres(Box<postgres::Load>),
+    Postgres {
+        target: &'a mut postgres::Target,
+        buffer: Vec<u8>,
+    },
+}
+
+impl Sink<'_> {
+    /// Writes one record (or counts it as left out).
+    fn emit(&mut self, rec: Rec<'_>, totals: &mut Totals) -> anyhow::Result<()> {
+        if rec.flags & LEFT_OUT != 0 {
+            totals.left_out += 1;
+            return Ok(());
+        }
+        totals.rows += 1;
+        match self {
+            Sink::Text { out, zrxp, block } => {
+                if *zrxp {
+                    let (header, line) = encode::zrxp_parts(rec.payload);
+                    if block.as_slice() != rec.group() {
+                        out.write(header)?;
+                        block.clear();
+                        block.extend_from_slice(rec.group());
+                    }
+                    out.write(line)
+                } else {
+                    out.write(rec.payload)
+                }
+            }
+            Sink::Parquet(out) => out.push(rec.payload),
+            Sink::Postgres { target, buffer } => {
+                buffer.extend_from_slice(rec.payload);
+                if buffer.len() >= COPY_CHUNK {
+                    target.copy(buffer)?;
+                    buffer.clear();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn station_done(&mut self) -> anyhow::Result<()> {
+        match self {
+            Sink::Parquet(out) => out.station_done(),
+            Sink::Postgres { target, buffer } => {
+                target.copy(buffer)?;
+                buffer.clear();
+                Ok(())
+            }
+            Sink::Text { .. } => Ok(()),
+        }
+    }
 }
 
 /// `dlsrv export …`: 0 when every file was read, 2 when some were skipped.
 pub(crate) fn run(config: &Config, args: &ExportArgs) -> anyhow::Result<u8> {
+    if let Some(name) = &args.follow {
+        return follow::run(config, args, name);
+    }
+    check_combination(args.format, args.events)?;
     match (args.format, &args.output, &args.database, args.partition) {
         (Format::Parquet, None, _, _) => anyhow::bail!("--format parquet needs --output"),
         (Format::Postgres, _, None, _) => anyhow::bail!("--format postgres needs --database"),
@@ -219,38 +312,78 @@ pub(crate) fn run(config: &Config, args: &ExportArgs) -> anyhow::Result<u8> {
         (f, _, _, Some(_)) if f != Format::Parquet => {
             anyhow::bail!("--partition is for --format parquet")
         }
-        (f, _, _, _) if args.events && matches!(f, Format::Zrxp | Format::Influx) => {
-            anyhow::bail!("--events: ZRXP and the line protocol hold values only")
-        }
         _ => {}
+    }
+    if let Some(name) = &args.since_cursor
+        && !layout::valid_export_name(name)
+    {
+        anyhow::bail!(
+            "--since-cursor {name:?}: a name of letters, digits, '-', '_' and '.' (at most 64)"
+        );
     }
     let reader = ArchiveReader::open(&config.data_dir, &config.temp_suffix)
         .with_context(|| format!("cannot read the archive {}", config.data_dir.display()))?;
-    let cursor = match &args.since_cursor {
-        Some(name) => Some(cursor::Cursor::read(config, name)?),
-        None => None,
+    let work = files::Workdir::create(&config.state_dir)?;
+    let mut wanted = files::Wanted {
+        stations: args.stations.clone(),
+        since: args.received_since,
+        // A value is received after it is measured; a day of margin for
+        // the logger's clock and zone.
+        from_day: args
+            .from
+            .map(|t| t.date_naive() - chrono::Duration::days(1)),
     };
-    let since = [args.received_since, cursor.as_ref().and_then(|c| c.since)]
-        .into_iter()
-        .flatten()
-        .max();
-    let before = cursor.as_ref().map(|c| c.until);
-    let stations = select(&reader, args, since, before)?;
-    let total_files: usize = stations.values().map(Vec::len).sum();
-    let bar =
-        crate::cli::progress_bar(std::io::stderr().is_terminal(), total_files as u64, "files");
-    let mut sink = match (args.format, &args.output, &args.database) {
+    let (list, cursor) = match &args.since_cursor {
+        Some(name) => {
+            let catalog = open_catalog(config)?;
+            let catalog_id = crate::catalog::catalog_id(&catalog)?;
+            let upto = crate::catalog::max_id(&catalog)?;
+            let cursor = cursor::Cursor::read(config, name, &catalog_id, upto)?;
+            wanted.since = [wanted.since, cursor.since()].into_iter().flatten().max();
+            let list =
+                files::from_catalog(work.path(), &catalog, cursor.after(), cursor.upto, &wanted)?;
+            (list, Some(cursor))
+        }
+        None => (files::from_archive(work.path(), &reader, &wanted)?, None),
+    };
+    let bar = crate::cli::progress_bar(std::io::stderr().is_terminal(), list.count, "files");
+    let mut database = match (args.format, &args.database) {
+        (Format::Postgres, Some(url)) => {
+            let mut target = postgres::Target::connect(url, args.events)?;
+            target.begin()?;
+            Some(target)
+        }
+        _ => None,
+    };
+    let mut sink = match (args.format, &args.output, database.as_mut()) {
         (Format::Parquet, Some(path), _) => Sink::Parquet(parquet::ParquetOut::open(
             path,
             args.partition,
             args.events,
         )?),
-        (Format::Postgres, _, Some(url)) => {
-            Sink::Postgres(Box::new(postgres::Load::open(url, args.events)?))
-        }
-        (_, output, _) => Sink::Text(Output::open(output.as_deref())?),
+        (Format::Postgres, _, Some(target)) => Sink::Postgres {
+            target,
+            buffer: Vec::new(),
+        },
+        (format, output, _) => Sink::Text {
+            out: Output::open(output.as_deref())?,
+            zrxp: format == Format::Zrxp,
+            block: Vec::new(),
+        },
     };
-    let result = write_stations(&mut sink, stations, args, &bar);
+    if let (Sink::Text { out, .. }, Format::Csv) = (&mut sink, args.format) {
+        out.write(&text::csv_header(args.events)?)?;
+    }
+    let spec = spec_of(args);
+    let result = pipeline(
+        config,
+        work.path(),
+        &spec,
+        args.all_copies,
+        &mut sink,
+        &bar,
+        |f| list.each(f),
+    );
     bar.finish_and_clear();
     let totals = match result {
         Ok(totals) => totals,
@@ -265,392 +398,206 @@ pub(crate) fn run(config: &Config, args: &ExportArgs) -> anyhow::Result<u8> {
     };
     let mut loaded = String::new();
     match sink {
-        Sink::Text(out) => out.finish()?,
+        Sink::Text { out, .. } => out.finish()?,
         Sink::Parquet(out) => out.finish()?,
-        Sink::Postgres(load) => {
-            let changed = load.finish()?;
+        Sink::Postgres { target, buffer } => {
+            target.copy(&buffer)?;
+            let changed = target.commit(None)?;
             loaded = format!(", {changed} rows inserted or replaced in the database");
         }
     }
     if let Some(cursor) = cursor {
         cursor.advance(config)?;
     }
-    eprintln!(
-        "dlsrv export: {} files read, {} rows, {} files skipped, {} duplicates collapsed{}{loaded}",
-        totals.files,
-        totals.rows,
-        totals.skipped,
-        totals.collapsed,
-        if totals.left_out > 0 {
-            format!(
-                ", {} rows left out (no UTC time or no field for this format)",
-                totals.left_out
-            )
-        } else {
-            String::new()
-        }
-    );
+    eprintln!("dlsrv export: {}{loaded}", totals.line());
     Ok(if totals.skipped > 0 { 2 } else { 0 })
 }
 
-/// Reads the stations, as many at once as there are cores, and writes
-/// their rows in station order.
-fn write_stations(
-    sink: &mut Sink,
-    stations: BTreeMap<String, Vec<Entry>>,
-    args: &ExportArgs,
-    bar: &indicatif::ProgressBar,
-) -> anyhow::Result<Totals> {
-    if let (Sink::Text(out), Format::Csv) = (&mut *sink, args.format) {
-        out.write(&text::csv_header(args.events)?)?;
+/// Refuses what a format cannot hold.
+fn check_combination(format: Format, events: bool) -> anyhow::Result<()> {
+    if events && matches!(format, Format::Zrxp | Format::Influx) {
+        anyhow::bail!("--events: ZRXP and the line protocol hold values only");
     }
-    // Two stations per core: one thread waits for the disk while the other
-    // parses.
+    Ok(())
+}
+
+fn spec_of(args: &ExportArgs) -> Spec {
+    Spec {
+        format: args.format,
+        events: args.events,
+        stations: args.stations.clone(),
+        channels: args.channels.clone(),
+        from: args.from,
+        to: args.to,
+    }
+}
+
+/// The catalog, its missing rows added first (the catch-up the service
+/// does at start: bodies stored while it was down, or by another tool), so
+/// a position covers every body in the archive; then read-only.
+fn open_catalog(config: &Config) -> anyhow::Result<rusqlite::Connection> {
+    let path = layout::catalog_path(&config.state_dir);
+    crate::indexer::catch_up(&config.data_dir, &config.temp_suffix, &path, &["senddata"])
+        .with_context(|| format!("cannot bring the catalog {} up to date", path.display()))?;
+    crate::catalog::open_reader(&path)
+        .with_context(|| format!("cannot open the catalog {}", path.display()))
+}
+
+/// A body for a reading thread.
+struct Job {
+    seq: u64,
+    file: File,
+}
+
+/// A body read.
+struct Done {
+    seq: u64,
+    file: File,
+    result: Result<Encoded, String>,
+}
+
+/// Bodies handed out ahead of the one being sorted, per reading thread.
+const AHEAD_PER_THREAD: u64 = 4;
+
+/// Reads the bodies `files` gives, in parallel, sorts each station's
+/// records and writes them to `sink`. `files` calls its argument with each
+/// body in order (station, receipt), until it returns false.
+fn pipeline(
+    config: &Config,
+    work: &Path,
+    spec: &Spec,
+    all_copies: bool,
+    sink: &mut Sink<'_>,
+    bar: &indicatif::ProgressBar,
+    files: impl FnOnce(&mut dyn FnMut(File) -> anyhow::Result<bool>) -> anyhow::Result<()>,
+) -> anyhow::Result<Totals> {
+    // Two per core: one waits for the disk while the other parses.
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 16)
         * 2;
-    let mut totals = Totals::default();
-    let mut buffers: Vec<Vec<u8>> = Vec::new();
-    let stations: Vec<Vec<Entry>> = stations.into_values().collect();
-    for batch in stations.chunks(threads) {
-        // Parquet's writers are not shared between threads: its rows are
-        // gathered by the threads and written here.
-        if let Sink::Parquet(out) = sink {
-            let read = in_parallel(
-                batch
-                    .iter()
-                    .map(|entries| move || station_rows(entries, args, bar)),
-            )?;
-            for mut rows in read {
-                say(bar, &rows.notes);
-                rows.totals.rows = if args.events {
-                    out.events(rows.events.iter())?;
-                    rows.events.len() as u64
-                } else {
-                    out.values(rows.values.iter())?;
-                    rows.values.len() as u64
-                };
-                totals.add(&rows.totals);
-            }
-            continue;
-        }
-        let parts = in_parallel(batch.iter().map(|entries| {
-            let buffer = buffers.pop().unwrap_or_default();
-            move || station_part(entries, args, bar, buffer)
-        }))?;
-        for part in parts {
-            say(bar, &part.notes);
-            match sink {
-                Sink::Text(out) => out.write(&part.bytes)?,
-                Sink::Postgres(load) => load.copy(&part.bytes)?,
-                Sink::Parquet(_) => {}
-            }
-            totals.add(&part.totals);
-            // Used again: a fresh buffer per station would be fresh pages.
-            buffers.push(part.bytes);
-        }
-    }
-    Ok(totals)
-}
-
-/// Runs each job on a thread of its own; their results in order.
-fn in_parallel<T: Send>(
-    jobs: impl Iterator<Item = impl FnOnce() -> T + Send>,
-) -> anyhow::Result<Vec<T>> {
+    let window = threads as u64 * AHEAD_PER_THREAD;
+    let data_dir = config.data_dir.as_path();
+    let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(threads * 2);
+    let job_rx = Mutex::new(job_rx);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
     std::thread::scope(|scope| {
-        let handles: Vec<_> = jobs.map(|job| scope.spawn(job)).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("a reading thread failed"))
-            })
-            .collect()
+        for _ in 0..threads {
+            let (job_rx, done_tx) = (&job_rx, done_tx.clone());
+            scope.spawn(move || {
+                loop {
+                    let next = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok(Job { seq, file }) = next else { break };
+                    let result = files::read_body(data_dir, &file.path).and_then(|body| {
+                        let info = Arc::new(FileInfo {
+                            received: file.received,
+                            received_utc: layout::rfc3339_seconds(file.received),
+                            source: file.path.clone(),
+                        });
+                        encode::body(spec, &info, &body)
+                    });
+                    if done_tx.send(Done { seq, file, result }).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let mut run = Run {
+            sorter: Sorter::new(sort_buffer(), work.to_path_buf(), all_copies),
+            sink,
+            bar,
+            totals: Totals::default(),
+            station: None,
+            waiting: BTreeMap::new(),
+            issued: 0,
+            taken: 0,
+        };
+        let mut job_tx = Some(job_tx);
+        let result = (|| {
+            files(&mut |file| {
+                while run.issued - run.taken >= window {
+                    let done = done_rx.recv().context("the reading threads stopped")?;
+                    run.take(done)?;
+                }
+                let tx = job_tx.as_ref().context("no reading threads")?;
+                tx.send(Job {
+                    seq: run.issued,
+                    file,
+                })
+                .context("the reading threads stopped")?;
+                run.issued += 1;
+                Ok(true)
+            })?;
+            // No more bodies: the threads end once the queue is empty.
+            job_tx = None;
+            while run.taken < run.issued {
+                let done = done_rx.recv().context("the reading threads stopped")?;
+                run.take(done)?;
+            }
+            run.station_done()
+        })();
+        drop(job_tx);
+        result?;
+        let mut totals = run.totals;
+        totals.collapsed = run.sorter.collapsed;
+        Ok(totals)
     })
 }
 
-fn say(bar: &indicatif::ProgressBar, notes: &[String]) {
-    for note in notes {
-        bar.suspend(|| eprintln!("dlsrv export: {note}"));
-    }
+/// The main thread's side of the pipeline.
+struct Run<'a, 'b> {
+    sorter: Sorter,
+    sink: &'a mut Sink<'b>,
+    bar: &'a indicatif::ProgressBar,
+    totals: Totals,
+    /// The sending station being sorted.
+    station: Option<String>,
+    /// Bodies read ahead of their turn.
+    waiting: BTreeMap<u64, Done>,
+    issued: u64,
+    taken: u64,
 }
 
-/// The selected data messages by station, each station's in receipt order.
-fn select(
-    reader: &ArchiveReader,
-    args: &ExportArgs,
-    since: Option<DateTime<Utc>>,
-    before: Option<DateTime<Utc>>,
-) -> anyhow::Result<BTreeMap<String, Vec<Entry>>> {
-    // A value is received after it is measured; a day of margin for the
-    // logger's clock and zone.
-    let from_day = [
-        since.map(|t| t.date_naive()),
-        args.from
-            .map(|t| t.date_naive() - chrono::Duration::days(1)),
-    ]
-    .into_iter()
-    .flatten()
-    .max();
-    let selection = Selection {
-        actions: vec!["senddata".into()],
-        from: from_day,
-        to: before.map(|t| t.date_naive()),
-        stations: args.stations.clone(),
-    };
-    let mut stations: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-    let days = reader
-        .day_dirs(&["senddata"], &selection)
-        .context("cannot list the archive's days")?;
-    for (action, day) in days {
-        let listing = reader
-            .day(&action, day, &selection)
-            .with_context(|| format!("cannot list {action}/{day}"))?;
-        for entry in listing.entries {
-            if since.is_none_or(|t| entry.received >= t)
-                && before.is_none_or(|t| entry.received < t)
-            {
-                stations
-                    .entry(entry.station.clone())
-                    .or_default()
-                    .push(entry);
+impl Run<'_, '_> {
+    /// Takes a body that was read, and every body whose turn has come.
+    fn take(&mut self, done: Done) -> anyhow::Result<()> {
+        self.waiting.insert(done.seq, done);
+        while let Some(done) = self.waiting.remove(&self.taken) {
+            self.taken += 1;
+            self.bar.inc(1);
+            if self.station.as_deref() != Some(done.file.station.as_str()) {
+                self.station_done()?;
+                self.station = Some(done.file.station.clone());
             }
-        }
-    }
-    for entries in stations.values_mut() {
-        entries.sort_by_key(|e| e.received);
-    }
-    Ok(stations)
-}
-
-/// Reads one station's bodies: its rows, the copies collapsed, in order
-/// (channel, then time; as received with `--all-copies`).
-fn station_rows(entries: &[Entry], args: &ExportArgs, bar: &indicatif::ProgressBar) -> StationRows {
-    let mut out = StationRows::default();
-    // Newest copy wins: bodies come oldest first, a later insert replaces.
-    // Keys: station (a body may hold several), channel, time, and for an
-    // event its type, code and text.
-    type EventKey = (Arc<str>, String, TimeKey, String, String, String);
-    let mut events: BTreeMap<EventKey, Sourced<EventRow>> = BTreeMap::new();
-    // Values by station and channel, in the order read; sorted and
-    // collapsed at the end (cheaper than a sorted map of every value).
-    let mut groups = Groups::default();
-    for entry in entries {
-        bar.inc(1);
-        let parsed = match std::fs::read(&entry.path)
-            .map_err(|e| format!("cannot read it: {e}"))
-            .and_then(|body| rows::parse(&body))
-        {
-            Ok(parsed) => parsed,
-            Err(reason) => {
-                out.totals.skipped += 1;
-                out.notes
-                    .push(format!("skipped {}: {reason}", entry.relative));
-                continue;
-            }
-        };
-        out.totals.files += 1;
-        for warning in parsed.warnings {
-            out.notes.push(format!("{}: {warning}", entry.relative));
-        }
-        let file = Arc::new(FileInfo {
-            received: entry.received,
-            received_utc: layout::rfc3339_seconds(entry.received),
-            source: entry.relative.clone(),
-        });
-        if args.events {
-            for row in parsed.events {
-                if !wanted(args, &row.station.id, &row.channel_id, row.utc) {
-                    continue;
-                }
-                let sourced = Sourced {
-                    row,
-                    file: file.clone(),
-                };
-                if args.all_copies {
-                    out.events.push(sourced);
-                    continue;
-                }
-                let r = &sourced.row;
-                let key = (
-                    r.station.id.clone(),
-                    r.channel_id.clone(),
-                    TimeKey::of(r.utc, &r.time_local),
-                    r.kind.clone(),
-                    r.code.clone(),
-                    r.text.clone(),
-                );
-                if events.insert(key, sourced).is_some() {
-                    out.totals.collapsed += 1;
-                }
-            }
-        } else {
-            for row in parsed.values {
-                if !wanted(args, &row.station.id, &row.channel.id, row.utc) {
-                    continue;
-                }
-                groups.push(Sourced {
-                    row,
-                    file: file.clone(),
-                });
-            }
-        }
-    }
-    if !args.all_copies {
-        out.events = events.into_values().collect();
-    }
-    let (values, collapsed) = groups.finish(args.all_copies);
-    out.values = values;
-    out.totals.collapsed += collapsed;
-    out
-}
-
-/// One station's and channel's values.
-type Group = (Arc<str>, Arc<str>, Vec<Sourced<ValueRow>>);
-
-/// A station's values grouped by station and channel as they are read.
-#[derive(Default)]
-struct Groups {
-    index: std::collections::HashMap<(Arc<str>, Arc<str>), usize>,
-    groups: Vec<Group>,
-    /// The group of the last row: the next is nearly always in it.
-    last: Option<usize>,
-}
-
-impl Groups {
-    fn push(&mut self, v: Sourced<ValueRow>) {
-        let (station, channel) = (&v.row.station.id, &v.row.channel.id);
-        let hit = self.last.filter(|&i| {
-            let (s, c, _) = &self.groups[i];
-            (Arc::ptr_eq(s, station) || s == station) && (Arc::ptr_eq(c, channel) || c == channel)
-        });
-        let i = match hit {
-            Some(i) => i,
-            None => {
-                let key = (station.clone(), channel.clone());
-                match self.index.get(&key) {
-                    Some(&i) => i,
-                    None => {
-                        self.groups.push((key.0.clone(), key.1.clone(), Vec::new()));
-                        self.index.insert(key, self.groups.len() - 1);
-                        self.groups.len() - 1
+            match done.result {
+                Ok(encoded) => {
+                    self.totals.files += 1;
+                    self.totals.timeless += encoded.timeless;
+                    for warning in &encoded.warnings {
+                        say(self.bar, &format!("{}: {warning}", done.file.path));
                     }
+                    self.sorter.push(&encoded.records)?;
                 }
-            }
-        };
-        self.last = Some(i);
-        self.groups[i].2.push(v);
-    }
-
-    /// The values by station, channel and time; the copies of one time
-    /// collapsed to the most recently received (they were read in receipt
-    /// order, and the sort is stable) unless `all_copies`. Also returns how
-    /// many copies went.
-    fn finish(mut self, all_copies: bool) -> (Vec<Sourced<ValueRow>>, u64) {
-        self.groups.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        let mut out = Vec::with_capacity(self.groups.iter().map(|g| g.2.len()).sum());
-        let mut collapsed = 0u64;
-        for (_, _, mut rows) in self.groups {
-            rows.sort_by_cached_key(|v| TimeKey::of(v.row.utc, &v.row.time_local));
-            if all_copies {
-                out.extend(rows);
-                continue;
-            }
-            let mut rows = rows.into_iter().peekable();
-            while let Some(v) = rows.next() {
-                let same = rows.peek().is_some_and(|next| {
-                    TimeKey::of(next.row.utc, &next.row.time_local)
-                        == TimeKey::of(v.row.utc, &v.row.time_local)
-                });
-                if same {
-                    collapsed += 1;
-                } else {
-                    out.push(v);
+                Err(reason) => {
+                    self.totals.skipped += 1;
+                    say(self.bar, &format!("skipped {}: {reason}", done.file.path));
                 }
             }
         }
-        (out, collapsed)
+        Ok(())
+    }
+
+    /// The station's records, sorted, to the sink.
+    fn station_done(&mut self) -> anyhow::Result<()> {
+        let (sink, totals) = (&mut *self.sink, &mut self.totals);
+        self.sorter.finish(|rec| sink.emit(rec, totals))?;
+        sink.station_done()
     }
 }
 
-/// What rows sort and collapse by in time: the UTC time, or (after every
-/// UTC time) the time as written.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum TimeKey {
-    Utc(i64),
-    Local(String),
-}
-
-impl TimeKey {
-    fn of(utc: Option<DateTime<Utc>>, local: &str) -> TimeKey {
-        match utc {
-            Some(t) => TimeKey::Utc(t.timestamp_micros()),
-            None => TimeKey::Local(local.to_owned()),
-        }
-    }
-}
-
-/// Reads one station and formats its rows for the text formats and COPY.
-fn station_part(
-    entries: &[Entry],
-    args: &ExportArgs,
-    bar: &indicatif::ProgressBar,
-    mut bytes: Vec<u8>,
-) -> Part {
-    let StationRows {
-        values,
-        events,
-        mut totals,
-        mut notes,
-    } = station_rows(entries, args, bar);
-    bytes.clear();
-    let left_out = &mut totals.left_out;
-    let result = match (args.format, args.events) {
-        (Format::Csv, false) => text::csv_values(&mut bytes, values.iter()),
-        (Format::Csv, true) => text::csv_events(&mut bytes, events.iter()),
-        (Format::Jsonl, false) => text::jsonl_values(&mut bytes, values.iter()),
-        (Format::Jsonl, true) => text::jsonl_events(&mut bytes, events.iter()),
-        (Format::Zrxp, _) => text::zrxp_values(&mut bytes, values.iter(), left_out),
-        (Format::Influx, _) => text::influx_values(&mut bytes, values.iter(), left_out),
-        (Format::Postgres, false) => postgres::values(&mut bytes, values.iter(), left_out),
-        (Format::Postgres, true) => postgres::events(&mut bytes, events.iter(), left_out),
-        (Format::Parquet, _) => Ok(()),
-    };
-    let rows = if args.events {
-        events.len()
-    } else {
-        values.len()
-    } as u64;
-    totals.rows = rows.saturating_sub(totals.left_out);
-    if let Err(e) = result {
-        notes.push(format!("cannot format rows: {e}"));
-        totals.skipped += 1;
-    }
-    Part {
-        bytes,
-        totals,
-        notes,
-    }
-}
-
-/// Whether a row passes `--station`, `--channel`, `--from` and `--to` (a
-/// row without a UTC time cannot be placed in a time range: it is left out
-/// of one).
-fn wanted(args: &ExportArgs, station: &str, channel: &str, utc: Option<DateTime<Utc>>) -> bool {
-    if !args.stations.is_empty() && !args.stations.iter().any(|s| s == station) {
-        return false;
-    }
-    if !args.channels.is_empty() && !args.channels.iter().any(|c| c == channel) {
-        return false;
-    }
-    if args.from.is_none() && args.to.is_none() {
-        return true;
-    }
-    let Some(t) = utc else {
-        return false;
-    };
-    args.from.is_none_or(|f| t >= f) && args.to.is_none_or(|to| t < to)
+fn say(bar: &indicatif::ProgressBar, note: &str) {
+    bar.suspend(|| eprintln!("dlsrv export: {note}"));
 }
 
 /// Standard output, or a file written whole or not at all

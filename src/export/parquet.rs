@@ -74,34 +74,143 @@ fn event_schema() -> SchemaRef {
     ]))
 }
 
-fn micros(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<i64> {
-    t.map(|t| t.timestamp_micros())
+/// A row's payload for Parquet: its two times (`i64::MIN`: none) and its
+/// texts, each behind its length; decoded by [`Fields`] on the writing side.
+fn encode(
+    out: &mut Vec<u8>,
+    time: Option<chrono::DateTime<chrono::Utc>>,
+    received: i64,
+    texts: &[&str],
+) {
+    out.extend_from_slice(
+        &time
+            .map_or(i64::MIN, |t| t.timestamp_micros())
+            .to_le_bytes(),
+    );
+    out.extend_from_slice(&received.to_le_bytes());
+    for t in texts {
+        out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+        out.extend_from_slice(t.as_bytes());
+    }
+}
+
+/// A value's payload for Parquet.
+pub(super) fn encode_value(out: &mut Vec<u8>, r: &Sourced<ValueRow>) {
+    let v = &r.row;
+    encode(
+        out,
+        v.utc,
+        r.file.received.timestamp_micros(),
+        &[
+            &v.station.id,
+            &v.station.name,
+            &v.channel.id,
+            &v.channel.name,
+            &v.channel.unit,
+            &v.time_local,
+            &v.station.offset,
+            &v.value,
+            &v.errorcode,
+            &v.errortext,
+            &r.file.source,
+        ],
+    );
+}
+
+/// An event's payload for Parquet.
+pub(super) fn encode_event(out: &mut Vec<u8>, r: &Sourced<EventRow>) {
+    let e = &r.row;
+    encode(
+        out,
+        e.utc,
+        r.file.received.timestamp_micros(),
+        &[
+            &e.station.id,
+            &e.channel_id,
+            &e.time_local,
+            &e.kind,
+            &e.code,
+            &e.text,
+            &e.value,
+            &e.value2,
+            &r.file.source,
+        ],
+    );
+}
+
+/// A payload read back.
+struct Fields<'a> {
+    time: Option<i64>,
+    received: i64,
+    text: [&'a str; 11],
+}
+
+impl<'a> Fields<'a> {
+    fn of(payload: &'a [u8]) -> anyhow::Result<Fields<'a>> {
+        let bad = || anyhow::anyhow!("a damaged Parquet row");
+        let int = |at: usize| -> anyhow::Result<i64> {
+            let b = payload.get(at..at + 8).ok_or_else(bad)?;
+            Ok(i64::from_le_bytes(b.try_into()?))
+        };
+        let time = Some(int(0)?).filter(|&t| t != i64::MIN);
+        let received = int(8)?;
+        let mut text = [""; 11];
+        let mut at = 16;
+        for slot in &mut text {
+            if at >= payload.len() {
+                break;
+            }
+            let len = payload.get(at..at + 4).ok_or_else(bad)?;
+            let len = u32::from_le_bytes(len.try_into()?) as usize;
+            let bytes = payload.get(at + 4..at + 4 + len).ok_or_else(bad)?;
+            *slot = std::str::from_utf8(bytes)?;
+            at += 4 + len;
+        }
+        Ok(Fields {
+            time,
+            received,
+            text,
+        })
+    }
 }
 
 fn opt(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
 
-fn value_batch(rows: &[&Sourced<ValueRow>]) -> anyhow::Result<RecordBatch> {
+fn value_batch<'a>(rows: impl Iterator<Item = &'a [u8]>) -> anyhow::Result<RecordBatch> {
     let mut text: Vec<StringBuilder> = (0..10).map(|_| StringBuilder::new()).collect();
     let mut time = TimestampMicrosecondBuilder::new().with_timezone("UTC");
     let mut received = TimestampMicrosecondBuilder::new().with_timezone("UTC");
     let mut value = Float64Builder::new();
-    for r in rows {
-        let v = &r.row;
-        text[0].append_value(&v.station.id);
-        text[1].append_value(&v.station.name);
-        text[2].append_value(&v.channel.id);
-        text[3].append_value(&v.channel.name);
-        text[4].append_value(&v.channel.unit);
-        time.append_option(micros(v.utc));
-        text[5].append_value(&v.time_local);
-        text[6].append_value(&v.station.offset);
-        value.append_option(v.value.trim().parse::<f64>().ok());
-        text[7].append_option(opt(&v.errorcode));
-        text[8].append_option(opt(&v.errortext));
-        received.append_value(r.file.received.timestamp_micros());
-        text[9].append_value(&r.file.source);
+    for payload in rows {
+        let f = Fields::of(payload)?;
+        let [
+            station,
+            name,
+            channel,
+            channel_name,
+            unit,
+            local,
+            offset,
+            v,
+            code,
+            errortext,
+            source,
+        ] = f.text;
+        text[0].append_value(station);
+        text[1].append_value(name);
+        text[2].append_value(channel);
+        text[3].append_value(channel_name);
+        text[4].append_value(unit);
+        time.append_option(f.time);
+        text[5].append_value(local);
+        text[6].append_value(offset);
+        value.append_option(v.trim().parse::<f64>().ok());
+        text[7].append_option(opt(code));
+        text[8].append_option(opt(errortext));
+        received.append_value(f.received);
+        text[9].append_value(source);
     }
     let mut t = text
         .into_iter()
@@ -125,23 +234,36 @@ fn value_batch(rows: &[&Sourced<ValueRow>]) -> anyhow::Result<RecordBatch> {
     Ok(RecordBatch::try_new(value_schema(), columns)?)
 }
 
-fn event_batch(rows: &[&Sourced<EventRow>]) -> anyhow::Result<RecordBatch> {
+fn event_batch<'a>(rows: impl Iterator<Item = &'a [u8]>) -> anyhow::Result<RecordBatch> {
     let mut text: Vec<StringBuilder> = (0..9).map(|_| StringBuilder::new()).collect();
     let mut time = TimestampMicrosecondBuilder::new().with_timezone("UTC");
     let mut received = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-    for r in rows {
-        let e = &r.row;
-        text[0].append_value(&e.station.id);
-        text[1].append_option(opt(&e.channel_id));
-        time.append_option(micros(e.utc));
-        text[2].append_value(&e.time_local);
-        text[3].append_option(opt(&e.kind));
-        text[4].append_option(opt(&e.code));
-        text[5].append_option(opt(&e.text));
-        text[6].append_option(opt(&e.value));
-        text[7].append_option(opt(&e.value2));
-        received.append_value(r.file.received.timestamp_micros());
-        text[8].append_value(&r.file.source);
+    for payload in rows {
+        let f = Fields::of(payload)?;
+        let [
+            station,
+            channel,
+            local,
+            kind,
+            code,
+            etext,
+            v,
+            v2,
+            source,
+            _,
+            _,
+        ] = f.text;
+        text[0].append_value(station);
+        text[1].append_option(opt(channel));
+        time.append_option(f.time);
+        text[2].append_value(local);
+        text[3].append_option(opt(kind));
+        text[4].append_option(opt(code));
+        text[5].append_option(opt(etext));
+        text[6].append_option(opt(v));
+        text[7].append_option(opt(v2));
+        received.append_value(f.received);
+        text[8].append_value(source);
     }
     let mut t = text
         .into_iter()
@@ -163,6 +285,26 @@ fn event_batch(rows: &[&Sourced<EventRow>]) -> anyhow::Result<RecordBatch> {
     Ok(RecordBatch::try_new(event_schema(), columns)?)
 }
 
+/// Rows waiting for their partition's writer: payloads back to back.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Pending {
+    fn rows(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter())
+            .map(|(a, &b)| &self.bytes[a..b])
+    }
+}
+
+/// Bytes of rows waiting, over every partition, before all are written out
+/// as row groups (many date partitions open at once stay bounded).
+const PENDING_BUDGET: usize = 16 << 20;
+
 /// Where Parquet goes: one file, or one per partition under a directory.
 /// The file is an [`AtomicFile`]; the directory is written under a
 /// temporary name beside the target and renamed into place when complete,
@@ -174,6 +316,8 @@ pub(super) struct ParquetOut {
     /// The directory being written, with `partition`.
     temp_dir: Option<PathBuf>,
     writers: BTreeMap<String, ArrowWriter<AtomicFile>>,
+    pending: BTreeMap<String, Pending>,
+    pending_bytes: usize,
     /// Files made per partition so far: a partition closed and met again
     /// (a station named in another's body) gets a file of its own.
     made: BTreeMap<String, usize>,
@@ -211,6 +355,8 @@ impl ParquetOut {
             target: target.to_path_buf(),
             temp_dir,
             writers: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            pending_bytes: 0,
             made: BTreeMap::new(),
         })
     }
@@ -245,51 +391,62 @@ impl ParquetOut {
     }
 
     /// The partition of a row.
-    fn key(&self, station: &str, utc: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    fn key(&self, station: &str, utc: Option<i64>) -> String {
         match self.partition {
             None => String::new(),
             Some(Partition::Station) => format!("station={}", hive(station)),
-            Some(Partition::Date) => match utc {
+            Some(Partition::Date) => match utc.and_then(chrono::DateTime::from_timestamp_micros) {
                 Some(t) => format!("date={}", t.format("%Y-%m-%d")),
                 None => "date=unknown".to_owned(),
             },
         }
     }
 
-    pub(super) fn values<'a>(
-        &mut self,
-        rows: impl Iterator<Item = &'a Sourced<ValueRow>>,
-    ) -> anyhow::Result<()> {
-        self.write(rows, |r| (&r.station.id, r.utc), value_batch)
-    }
-
-    pub(super) fn events<'a>(
-        &mut self,
-        rows: impl Iterator<Item = &'a Sourced<EventRow>>,
-    ) -> anyhow::Result<()> {
-        self.write(rows, |r| (&r.station.id, r.utc), event_batch)
-    }
-
-    /// Writes one station's rows, each into its partition (`place`: its
-    /// station and time), `ROW_GROUP` at a time.
-    fn write<'a, R: 'a>(
-        &mut self,
-        rows: impl Iterator<Item = &'a Sourced<R>>,
-        place: impl Fn(&R) -> (&str, Option<chrono::DateTime<chrono::Utc>>),
-        batch: impl Fn(&[&Sourced<R>]) -> anyhow::Result<RecordBatch>,
-    ) -> anyhow::Result<()> {
-        let mut parts: BTreeMap<String, Vec<&Sourced<R>>> = BTreeMap::new();
-        for r in rows {
-            let (station, utc) = place(&r.row);
-            parts.entry(self.key(station, utc)).or_default().push(r);
+    /// Adds a row (its payload from [`encode_value`] or [`encode_event`]).
+    pub(super) fn push(&mut self, payload: &[u8]) -> anyhow::Result<()> {
+        let f = Fields::of(payload)?;
+        let key = self.key(f.text[0], f.time);
+        let pending = self.pending.entry(key.clone()).or_default();
+        pending.bytes.extend_from_slice(payload);
+        pending.ends.push(pending.bytes.len());
+        self.pending_bytes += payload.len();
+        if pending.ends.len() >= ROW_GROUP {
+            self.write_out(&key, false)?;
         }
-        for (key, rows) in parts {
-            for chunk in rows.chunks(ROW_GROUP) {
-                let batch = batch(chunk)?;
-                self.writer(&key)?.write(&batch)?;
+        if self.pending_bytes > PENDING_BUDGET {
+            let keys: Vec<String> = self.pending.keys().cloned().collect();
+            for key in keys {
+                self.write_out(&key, true)?;
             }
         }
-        // A station's partition is complete once its rows are written.
+        Ok(())
+    }
+
+    /// Writes a partition's waiting rows; `close_group` ends its row group
+    /// there (its memory goes to the file).
+    fn write_out(&mut self, key: &str, close_group: bool) -> anyhow::Result<()> {
+        let Some(pending) = self.pending.remove(key) else {
+            return Ok(());
+        };
+        self.pending_bytes -= pending.bytes.len();
+        if pending.ends.is_empty() {
+            return Ok(());
+        }
+        let batch = if self.events {
+            event_batch(pending.rows())?
+        } else {
+            value_batch(pending.rows())?
+        };
+        let writer = self.writer(key)?;
+        writer.write(&batch)?;
+        if close_group {
+            writer.flush()?;
+        }
+        Ok(())
+    }
+
+    /// A station is complete: with `--partition station`, its file too.
+    pub(super) fn station_done(&mut self) -> anyhow::Result<()> {
         if self.partition == Some(Partition::Station) {
             self.close_all()?;
         }
@@ -297,6 +454,10 @@ impl ParquetOut {
     }
 
     fn close_all(&mut self) -> anyhow::Result<()> {
+        let keys: Vec<String> = self.pending.keys().cloned().collect();
+        for key in keys {
+            self.write_out(&key, false)?;
+        }
         for (_, writer) in std::mem::take(&mut self.writers) {
             writer.into_inner()?.commit()?;
         }
@@ -305,7 +466,7 @@ impl ParquetOut {
 
     /// Closes every file durably, and renames a directory into place.
     pub(super) fn finish(mut self) -> anyhow::Result<()> {
-        if self.writers.is_empty() && self.partition.is_none() {
+        if self.writers.is_empty() && self.pending.is_empty() && self.partition.is_none() {
             // No rows at all: still a valid, empty file.
             self.writer("")?;
         }

@@ -1,6 +1,6 @@
 //! The text formats of `dlsrv export`: CSV, JSON Lines, ZRXP, InfluxDB line
-//! protocol. Each writes a station's rows into a buffer; the caller puts the
-//! buffers in order. Values go out as the document wrote them (no float
+//! protocol, a row at a time into a buffer (the record it becomes is sorted
+//! and merged as bytes). Values go out as the document wrote them (no float
 //! round trip), but for the line protocol, whose `value` field is a float.
 
 use std::io::Write;
@@ -70,34 +70,13 @@ pub(super) fn event_fields<'a>(
     ]
 }
 
-pub(super) fn csv_values<'a>(
-    out: &mut Vec<u8>,
-    rows: impl Iterator<Item = &'a Sourced<ValueRow>>,
-) -> anyhow::Result<()> {
-    let mut w = csv_writer(out);
-    for r in rows {
-        let t = utc_text(r.row.utc);
-        w.write_record(value_fields(r, &t))?;
-    }
-    w.flush()?;
-    Ok(())
-}
-
-pub(super) fn csv_events<'a>(
-    out: &mut Vec<u8>,
-    rows: impl Iterator<Item = &'a Sourced<EventRow>>,
-) -> anyhow::Result<()> {
-    let mut w = csv_writer(out);
-    for r in rows {
-        let t = utc_text(r.row.utc);
-        w.write_record(event_fields(r, &t))?;
-    }
-    w.flush()?;
-    Ok(())
+/// A CSV writer into a buffer: RFC 4180, CRLF, quotes only where needed.
+pub(super) fn csv_buffer() -> csv::Writer<Vec<u8>> {
+    csv_writer(Vec::new())
 }
 
 /// One JSON object per line; empty text is `null`.
-fn json_line(out: &mut Vec<u8>, names: &[&str], fields: &[&str]) -> anyhow::Result<()> {
+pub(super) fn json_line(out: &mut Vec<u8>, names: &[&str], fields: &[&str]) -> anyhow::Result<()> {
     out.push(b'{');
     for (i, (name, value)) in names.iter().zip(fields).enumerate() {
         if i > 0 {
@@ -115,28 +94,6 @@ fn json_line(out: &mut Vec<u8>, names: &[&str], fields: &[&str]) -> anyhow::Resu
     Ok(())
 }
 
-pub(super) fn jsonl_values<'a>(
-    out: &mut Vec<u8>,
-    rows: impl Iterator<Item = &'a Sourced<ValueRow>>,
-) -> anyhow::Result<()> {
-    for r in rows {
-        let t = utc_text(r.row.utc);
-        json_line(out, &VALUE_FIELDS, &value_fields(r, &t))?;
-    }
-    Ok(())
-}
-
-pub(super) fn jsonl_events<'a>(
-    out: &mut Vec<u8>,
-    rows: impl Iterator<Item = &'a Sourced<EventRow>>,
-) -> anyhow::Result<()> {
-    for r in rows {
-        let t = utc_text(r.row.utc);
-        json_line(out, &EVENT_FIELDS, &event_fields(r, &t))?;
-    }
-    Ok(())
-}
-
 /// ZRXP's missing value.
 pub(super) const ZRXP_MISSING: &str = "-777";
 
@@ -147,42 +104,34 @@ fn zrxp_text(s: &str) -> String {
 
 /// ZRXP, as WISKI and Delft-FEWS import it: a block per station and
 /// channel, UTC timestamps `yyyyMMddHHmmss`, missing values as `-777`.
-/// Rows must come by channel (they do: by channel, then time). A row
-/// without a UTC time has no place in it: counted in `left_out`.
-pub(super) fn zrxp_values<'a>(
-    out: &mut Vec<u8>,
-    rows: impl Iterator<Item = &'a Sourced<ValueRow>>,
-    left_out: &mut u64,
-) -> anyhow::Result<()> {
-    let mut current: Option<(std::sync::Arc<str>, std::sync::Arc<str>)> = None;
-    for r in rows {
-        let v = &r.row;
-        let Some(utc) = v.utc else {
-            *left_out += 1;
-            continue;
-        };
-        let key = (v.station.id.clone(), v.channel.id.clone());
-        if current.as_ref() != Some(&key) {
-            let (station, channel) = (zrxp_text(&v.station.id), zrxp_text(&v.channel.id));
-            write!(
-                out,
-                "#REXCHANGE{station}.{channel}|*|RINVAL{ZRXP_MISSING}|*|\r\n\
-                 #SANR{station}|*|SNAME{}|*|CNR{channel}|*|CNAME{}|*|CUNIT{}|*|\r\n\
-                 #TZUTC|*|LAYOUT(timestamp,value)|*|\r\n",
-                zrxp_text(&v.station.name),
-                zrxp_text(&v.channel.name),
-                zrxp_text(&v.channel.unit),
-            )?;
-            current = Some(key);
-        }
-        let value = if v.value.is_empty() || v.value.contains(char::is_whitespace) {
-            ZRXP_MISSING
-        } else {
-            &v.value
-        };
-        write!(out, "{} {value}\r\n", utc.format("%Y%m%d%H%M%S"))?;
-    }
+/// The header of a block, written before its first row.
+pub(super) fn zrxp_header(out: &mut Vec<u8>, v: &ValueRow) -> anyhow::Result<()> {
+    let (station, channel) = (zrxp_text(&v.station.id), zrxp_text(&v.channel.id));
+    write!(
+        out,
+        "#REXCHANGE{station}.{channel}|*|RINVAL{ZRXP_MISSING}|*|\r\n\
+         #SANR{station}|*|SNAME{}|*|CNR{channel}|*|CNAME{}|*|CUNIT{}|*|\r\n\
+         #TZUTC|*|LAYOUT(timestamp,value)|*|\r\n",
+        zrxp_text(&v.station.name),
+        zrxp_text(&v.channel.name),
+        zrxp_text(&v.channel.unit),
+    )?;
     Ok(())
+}
+
+/// A row of a ZRXP block; false (nothing written) for a row without a UTC
+/// time, which has no place in it.
+pub(super) fn zrxp_line(out: &mut Vec<u8>, v: &ValueRow) -> anyhow::Result<bool> {
+    let Some(utc) = v.utc else {
+        return Ok(false);
+    };
+    let value = if v.value.is_empty() || v.value.contains(char::is_whitespace) {
+        ZRXP_MISSING
+    } else {
+        &v.value
+    };
+    write!(out, "{} {value}\r\n", utc.format("%Y%m%d%H%M%S"))?;
+    Ok(true)
 }
 
 /// A tag value of the line protocol: commas, equals signs and spaces escaped.
@@ -203,37 +152,30 @@ fn influx_tag(s: &str) -> String {
 
 /// InfluxDB line protocol: measurement `ott`, tags `station_id` and
 /// `channel_id`, fields `value` (a float, left out when missing) and
-/// `errorcode` (an integer, when there is one), nanoseconds. A row without
-/// a UTC time, or with neither field, cannot be a point: counted in `left_out`.
-pub(super) fn influx_values<'a>(
-    out: &mut Vec<u8>,
-    rows: impl Iterator<Item = &'a Sourced<ValueRow>>,
-    left_out: &mut u64,
-) -> anyhow::Result<()> {
-    for r in rows {
-        let v = &r.row;
-        let value = v.value.trim().parse::<f64>().ok().filter(|f| f.is_finite());
-        let code = v.errorcode.trim().parse::<i64>().ok();
-        let ns = v.utc.and_then(|t| t.timestamp_nanos_opt());
-        let (Some(ns), true) = (ns, value.is_some() || code.is_some()) else {
-            *left_out += 1;
-            continue;
-        };
-        write!(
-            out,
-            "ott,station_id={},channel_id={} ",
-            influx_tag(&v.station.id),
-            influx_tag(&v.channel.id)
-        )?;
-        match (value, code) {
-            (Some(value), Some(code)) => write!(out, "value={value},errorcode={code}i")?,
-            (Some(value), None) => write!(out, "value={value}")?,
-            (None, Some(code)) => write!(out, "errorcode={code}i")?,
-            (None, None) => {}
-        }
-        writeln!(out, " {ns}")?;
+/// `errorcode` (an integer, when there is one), nanoseconds. False (nothing
+/// written) for a row without a UTC time, or with neither field: it cannot
+/// be a point.
+pub(super) fn influx_line(out: &mut Vec<u8>, v: &ValueRow) -> anyhow::Result<bool> {
+    let value = v.value.trim().parse::<f64>().ok().filter(|f| f.is_finite());
+    let code = v.errorcode.trim().parse::<i64>().ok();
+    let ns = v.utc.and_then(|t| t.timestamp_nanos_opt());
+    let (Some(ns), true) = (ns, value.is_some() || code.is_some()) else {
+        return Ok(false);
+    };
+    write!(
+        out,
+        "ott,station_id={},channel_id={} ",
+        influx_tag(&v.station.id),
+        influx_tag(&v.channel.id)
+    )?;
+    match (value, code) {
+        (Some(value), Some(code)) => write!(out, "value={value},errorcode={code}i")?,
+        (Some(value), None) => write!(out, "value={value}")?,
+        (None, Some(code)) => write!(out, "errorcode={code}i")?,
+        (None, None) => {}
     }
-    Ok(())
+    writeln!(out, " {ns}")?;
+    Ok(true)
 }
 
 #[cfg(test)]
