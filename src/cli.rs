@@ -200,20 +200,25 @@ fn fail(e: &anyhow::Error, code: u8) -> ExitCode {
 /// `dlsrv status`: exit 0, or with `--late` 1 when a station is late (2 on an error).
 /// Only reads (the catalog as [`crate::status::open_catalog`] opens it), as any user.
 fn status(config: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let rows = match crate::status::open_catalog(&config.state_dir)? {
-        Some(conn) => crate::status::stations(
-            &conn,
-            &config.state_dir,
-            crate::status::Lateness::of(config),
-            chrono::Utc::now(),
-            &args.stations,
-        )
-        .context("cannot read the catalog")?,
-        None => Vec::new(),
+    let now = chrono::Utc::now();
+    let (rows, feeds) = match crate::status::open_catalog(&config.state_dir)? {
+        Some(conn) => (
+            crate::status::stations(
+                &conn,
+                &config.state_dir,
+                crate::status::Lateness::of(config),
+                now,
+                &args.stations,
+            )
+            .context("cannot read the catalog")?,
+            crate::status::feed_lags(&conn, &config.state_dir, now)
+                .context("cannot read the catalog")?,
+        ),
+        None => (Vec::new(), Vec::new()),
     };
     let rows: Vec<_> = rows.into_iter().filter(|r| !args.late || r.late).collect();
     let text = match args.format {
-        crate::status::Format::Table => crate::status::table(&rows),
+        crate::status::Format::Table => crate::status::table(&rows, &feeds),
         crate::status::Format::Json => crate::status::json(&rows)?,
         crate::status::Format::Csv => crate::status::csv(&rows)?,
     };

@@ -43,6 +43,11 @@ struct StationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeedLabels {
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
 }
@@ -75,6 +80,7 @@ pub(crate) struct Metrics {
     station_gsm: Family<StationLabels, Gauge<f64, AtomicU64>>,
     station_age: Family<StationLabels, Gauge>,
     station_late: Family<StationLabels, Gauge>,
+    export_lag: Family<FeedLabels, Gauge<f64, AtomicU64>>,
     stations_late: Gauge,
     max_stations: usize,
 }
@@ -131,6 +137,7 @@ impl Metrics {
             station_gsm: Family::default(),
             station_age: Family::default(),
             station_late: Family::default(),
+            export_lag: Family::default(),
             stations_late: Gauge::default(),
             max_stations,
             registry,
@@ -252,6 +259,11 @@ impl Metrics {
             "Stations late now, of all the catalog knows",
             m.stations_late.clone(),
         );
+        registry.register(
+            "dlsrv_export_lag_seconds",
+            "Per export feed (dlsrv export --follow NAME): seconds since the oldest body it has not delivered was stored (0: none)",
+            m.export_lag.clone(),
+        );
         if group {
             registry.register(
                 "dlsrv_group_commit_flushes",
@@ -364,6 +376,16 @@ impl Metrics {
             self.station_late
                 .get_or_create(&labels)
                 .set(i64::from(s.late));
+        }
+    }
+
+    /// The export feeds' lag, for the scrape.
+    pub(crate) fn feeds_seen(&self, lags: &[(String, f64)]) {
+        self.export_lag.clear();
+        for (name, lag) in lags {
+            self.export_lag
+                .get_or_create(&FeedLabels { name: name.clone() })
+                .set(*lag);
         }
     }
 

@@ -242,6 +242,21 @@ impl AppState {
             Ok(stations) => self.metrics.stations_seen(&stations),
             Err(e) => tracing::warn!(error = %e, "cannot read the stations for /metrics"),
         }
+        let feeds = crate::feeds::read_all(&state_dir);
+        if feeds.is_empty() {
+            self.metrics.feeds_seen(&[]);
+            return;
+        }
+        let now = Utc::now();
+        match self.catalog.with_reader(|conn| {
+            feeds
+                .iter()
+                .map(|f| Ok((f.name.clone(), crate::feeds::lag_of(conn, f, now)?)))
+                .collect::<rusqlite::Result<Vec<_>>>()
+        }) {
+            Ok(lags) => self.metrics.feeds_seen(&lags),
+            Err(e) => tracing::warn!(error = %e, "cannot read the export feeds' lag for /metrics"),
+        }
     }
 
     /// The policy in force.

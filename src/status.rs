@@ -406,11 +406,29 @@ fn cell(text: &str, max: usize) -> String {
     }
 }
 
-/// `rows` as a table for a terminal (about 120 columns), late stations first.
-pub(crate) fn table(rows: &[StationStatus]) -> String {
+/// Each export feed's lag, for the summary line: `export feed pg-main
+/// 2 s behind`.
+pub(crate) fn feed_lags(
+    conn: &Connection,
+    state_dir: &Path,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Vec<(String, f64)>> {
+    crate::feeds::read_all(state_dir)
+        .iter()
+        .map(|f| Ok((f.name.clone(), crate::feeds::lag_of(conn, f, now)?)))
+        .collect()
+}
+
+/// `rows` as a table for a terminal (about 120 columns), late stations
+/// first, and a summary line with each export feed's lag.
+pub(crate) fn table(rows: &[StationStatus], feeds: &[(String, f64)]) -> String {
     use std::fmt::Write as _;
+    let feeds: String = feeds
+        .iter()
+        .map(|(name, lag)| format!(", export feed {name} {} behind", human_secs(*lag as i64)))
+        .collect();
     if rows.is_empty() {
-        return "no stations known yet\n".to_owned();
+        return format!("no stations known yet{feeds}\n");
     }
     let mut out = format!(
         "{:<12} {:<18} {:<17} {:>7} {:>6} {:<4} {:>5} {:>4} {:<12} {:>4} {:<24} {:>4}\n",
@@ -464,6 +482,6 @@ pub(crate) fn table(rows: &[StationStatus]) -> String {
         );
     }
     let late = rows.iter().filter(|r| r.late).count();
-    let _ = writeln!(out, "{} station(s), {late} late", rows.len());
+    let _ = writeln!(out, "{} station(s), {late} late{feeds}", rows.len());
     out
 }

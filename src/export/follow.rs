@@ -102,6 +102,7 @@ struct Feed {
     spec: super::encode::Spec,
     wanted: Wanted,
     lag_warn: f64,
+    sort_buffer: usize,
 }
 
 fn settle(args: &ExportArgs, name: &str) -> anyhow::Result<Feed> {
@@ -164,6 +165,7 @@ fn settle(args: &ExportArgs, name: &str) -> anyhow::Result<Feed> {
             from_day: None,
         },
         lag_warn,
+        sort_buffer: super::sort_buffer(args),
     })
 }
 
@@ -429,7 +431,7 @@ fn deliver(
                 target: conn,
                 buffer: Vec::new(),
             };
-            let totals = super::pipeline(config, work, &feed.spec, false, &mut sink, &bar, files)?;
+            let totals = super::pipeline(config, work, &feed.spec, (false, feed.sort_buffer), &mut sink, &bar, files)?;
             let Sink::Postgres { target, buffer } = sink else {
                 anyhow::bail!("the sink changed");
             };
@@ -443,7 +445,7 @@ fn deliver(
                 zrxp: false,
                 block: Vec::new(),
             };
-            let totals = super::pipeline(config, work, &feed.spec, false, &mut sink, &bar, files)?;
+            let totals = super::pipeline(config, work, &feed.spec, (false, feed.sort_buffer), &mut sink, &bar, files)?;
             if let Sink::Text { out, .. } = sink {
                 out.finish()?;
             }

@@ -117,6 +117,9 @@ pub(crate) struct ExportArgs {
     /// With --follow: warn in the journal when the feed is this far behind.
     #[arg(long, value_name = "SECS", requires = "follow")]
     pub(crate) lag_warn_secs: Option<u64>,
+    /// MiB of rows sorted in memory before a run is spilled (tests, tuning).
+    #[arg(long, value_name = "MIB", hide = true)]
+    pub(crate) sort_buffer_mib: Option<usize>,
 }
 
 /// `T` as RFC 3339, or a date (its start).
@@ -221,18 +224,15 @@ const EVENT_FIELDS: [&str; 10] = [
     "source",
 ];
 
-/// Bytes of records the sort holds in memory before it spills a run
-/// (`DLSRV_EXPORT_SORT_BUFFER` sets another, for tests and tuning).
-const SORT_BUFFER: usize = 32 << 20;
+/// MiB of records the sort holds in memory before it spills a run
+/// (`--sort-buffer-mib`, hidden: for tests and tuning).
+const SORT_BUFFER_MIB: usize = 24;
 /// Bytes of rows gathered before a `COPY`.
 const COPY_CHUNK: usize = 4 << 20;
 
-fn sort_buffer() -> usize {
-    std::env::var("DLSRV_EXPORT_SORT_BUFFER")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n >= 4096)
-        .unwrap_or(SORT_BUFFER)
+/// The sort buffer in bytes.
+fn sort_buffer(args: &ExportArgs) -> usize {
+    args.sort_buffer_mib.unwrap_or(SORT_BUFFER_MIB).clamp(1, 4095) << 20
 }
 
 /// Where the rows go.
@@ -379,7 +379,7 @@ pub(crate) fn run(config: &Config, args: &ExportArgs) -> anyhow::Result<u8> {
         config,
         work.path(),
         &spec,
-        args.all_copies,
+        (args.all_copies, sort_buffer(args)),
         &mut sink,
         &bar,
         |f| list.each(f),
@@ -457,7 +457,7 @@ struct Done {
 }
 
 /// Bodies handed out ahead of the one being sorted, per reading thread.
-const AHEAD_PER_THREAD: u64 = 4;
+const AHEAD_PER_THREAD: u64 = 16;
 
 /// Reads the bodies `files` gives, in parallel, sorts each station's
 /// records and writes them to `sink`. `files` calls its argument with each
@@ -466,7 +466,7 @@ fn pipeline(
     config: &Config,
     work: &Path,
     spec: &Spec,
-    all_copies: bool,
+    (all_copies, sort_buffer): (bool, usize),
     sink: &mut Sink<'_>,
     bar: &indicatif::ProgressBar,
     files: impl FnOnce(&mut dyn FnMut(File) -> anyhow::Result<bool>) -> anyhow::Result<()>,
@@ -504,7 +504,7 @@ fn pipeline(
         }
         drop(done_tx);
         let mut run = Run {
-            sorter: Sorter::new(sort_buffer(), work.to_path_buf(), all_copies),
+            sorter: Sorter::new(sort_buffer, work.to_path_buf(), all_copies),
             sink,
             bar,
             totals: Totals::default(),
@@ -577,7 +577,7 @@ impl Run<'_, '_> {
                     for warning in &encoded.warnings {
                         say(self.bar, &format!("{}: {warning}", done.file.path));
                     }
-                    self.sorter.push(&encoded.records)?;
+                    self.sorter.push(encoded.records)?;
                 }
                 Err(reason) => {
                     self.totals.skipped += 1;

@@ -1,16 +1,18 @@
 //! One sending station's records in key order, copies collapsed, in
 //! bounded memory: an external merge sort.
 //!
-//! Records arrive body by body in receipt order. They gather in one buffer
-//! of at most `budget` bytes, indexed by group (station and channel: a
-//! body's records of one channel are already in time order, so each group
-//! is nearly sorted and its stable sort is close to linear). When the
-//! buffer is full its records are sorted and written to a *run*: an
-//! unlinked temporary file under the export's directory in `state_dir`
-//! (the kernel removes it when the process ends, however it ends). When the
-//! station is complete, a station that never filled the buffer is emitted
-//! from memory; otherwise the runs are merged, oldest run first among equal
-//! keys, so that receipt order decides between copies everywhere.
+//! Records arrive body by body in receipt order, each body's as one chunk.
+//! The chunks gather up to `budget` bytes, indexed by group (station and
+//! channel: a body's records of one channel are already in time order, so
+//! each group is nearly sorted and its stable sort of 32-byte entries is
+//! close to linear). When the budget is reached the chunks go to a thread
+//! that sorts them and writes a *run*: an unlinked temporary file under
+//! the export's directory in `state_dir` (the kernel removes it when the
+//! process ends, however it ends), while the next chunks gather; so memory
+//! holds at most twice the budget. When the station is complete, a station
+//! that never reached the budget is emitted from memory; otherwise the
+//! runs are merged, the older run first among equal keys, so that receipt
+//! order decides between copies everywhere.
 //!
 //! Copies (equal keys) collapse to the last one, the most recently
 //! received, unless every copy is wanted; within a run they collapse
@@ -18,8 +20,9 @@
 
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Seek};
+use std::io::BufWriter;
 use std::path::PathBuf;
+use std::thread::JoinHandle;
 
 use anyhow::Context;
 
@@ -28,67 +31,42 @@ use super::record::{self, Rec};
 /// Bytes read ahead per run while merging.
 const RUN_READ_BUFFER: usize = 128 * 1024;
 
-/// One group's records: their offsets in the buffer.
+/// A record in the buffer: the first 16 bytes of its key after the group
+/// (a UTC time is 9: whole), then where it is.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    prefix: u128,
+    chunk: u32,
+    offset: u32,
+}
+
+/// One group's records.
 #[derive(Debug)]
 struct Group {
     key: Vec<u8>,
-    offsets: Vec<u32>,
+    entries: Vec<Entry>,
 }
 
-/// The sort of one station at a time.
-#[derive(Debug)]
-pub(super) struct Sorter {
-    budget: usize,
-    dir: PathBuf,
-    all_copies: bool,
-    buf: Vec<u8>,
+/// Records gathered: the bodies' chunks as they came, indexed by group.
+#[derive(Debug, Default)]
+struct Batch {
+    chunks: Vec<Vec<u8>>,
     groups: Vec<Group>,
     index: HashMap<Vec<u8>, usize>,
     last: Option<usize>,
-    runs: Vec<File>,
-    /// Copies that went, over every station so far.
-    pub(super) collapsed: u64,
-    /// Bytes written to runs, over every station so far.
-    pub(super) spilled: u64,
-    /// The most bytes the runs of one station took.
-    pub(super) max_station_spill: u64,
-    station_spill: u64,
+    bytes: usize,
 }
 
-impl Sorter {
-    /// A sorter that holds at most `budget` bytes of records, and spills to
-    /// unlinked files in `dir`.
-    pub(super) fn new(budget: usize, dir: PathBuf, all_copies: bool) -> Sorter {
-        Sorter {
-            budget,
-            dir,
-            all_copies,
-            buf: Vec::new(),
-            groups: Vec::new(),
-            index: HashMap::new(),
-            last: None,
-            runs: Vec::new(),
-            collapsed: 0,
-            spilled: 0,
-            max_station_spill: 0,
-            station_spill: 0,
-        }
+impl Batch {
+    fn rec(&self, e: &Entry) -> Option<Rec<'_>> {
+        record::read(self.chunks.get(e.chunk as usize)?, e.offset as usize)
     }
 
-    /// Adds the records of one body (after the bodies received before it).
-    pub(super) fn push(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
-        if !self.buf.is_empty() && self.buf.len() + chunk.len() > self.budget {
-            self.spill()?;
-        }
-        if self.buf.capacity() == 0 {
-            // Once, and never grown by doubling past the budget.
-            self.buf.reserve_exact(self.budget.max(chunk.len()));
-        }
-        let base = self.buf.len();
-        self.buf.extend_from_slice(chunk);
+    fn push(&mut self, chunk: Vec<u8>) -> anyhow::Result<()> {
+        let c = u32::try_from(self.chunks.len()).context("too many bodies in one sort buffer")?;
         let mut at = 0;
-        while let Some(rec) = record::read(chunk, at) {
-            let offset = u32::try_from(base + at).context("a sort buffer over 4 GiB")?;
+        while let Some(rec) = record::read(&chunk, at) {
+            let offset = u32::try_from(at).context("a body's rows over 4 GiB")?;
             let group = rec.group();
             let hit = self
                 .last
@@ -100,7 +78,7 @@ impl Sorter {
                     None => {
                         self.groups.push(Group {
                             key: group.to_vec(),
-                            offsets: Vec::new(),
+                            entries: Vec::new(),
                         });
                         self.index.insert(group.to_vec(), self.groups.len() - 1);
                         self.groups.len() - 1
@@ -108,36 +86,46 @@ impl Sorter {
                 },
             };
             self.last = Some(i);
-            self.groups[i].offsets.push(offset);
+            self.groups[i].entries.push(Entry {
+                prefix: prefix(&rec.key[rec.group_len.min(rec.key.len())..]),
+                chunk: c,
+                offset,
+            });
             at += rec.len();
         }
+        self.bytes += chunk.len();
+        self.chunks.push(chunk);
         Ok(())
     }
 
-    /// Sorts the buffer in place: groups by key, each group's records by key
-    /// (stable: equal keys stay in receipt order).
-    fn sort(&mut self) {
-        self.groups.sort_by(|a, b| a.key.cmp(&b.key));
-        let buf = &self.buf;
-        let key = |o: &u32| record::read(buf, *o as usize).map(|r| r.key);
-        for g in &mut self.groups {
-            g.offsets.sort_by(|a, b| key(a).cmp(&key(b)));
-        }
-    }
-
-    /// Calls `f` with the buffer's records in order, copies collapsed.
-    fn drain_sorted(
-        &mut self,
+    /// Calls `f` with the records in order, copies collapsed (unless
+    /// `all_copies`); returns how many went.
+    fn drain(
+        mut self,
+        all_copies: bool,
         mut f: impl FnMut(Rec<'_>) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
-        self.sort();
-        let buf = &self.buf;
-        let all_copies = self.all_copies;
+    ) -> anyhow::Result<u64> {
+        self.groups.sort_by(|a, b| a.key.cmp(&b.key));
         let mut collapsed = 0;
+        for g in &mut self.groups {
+            let chunks = &self.chunks;
+            let suffix = |e: &Entry| {
+                chunks
+                    .get(e.chunk as usize)
+                    .and_then(|c| record::read(c, e.offset as usize))
+                    .map(|r| &r.key[r.group_len.min(r.key.len())..])
+            };
+            // Stable: equal keys stay in receipt order.
+            g.entries.sort_by(|a, b| {
+                a.prefix
+                    .cmp(&b.prefix)
+                    .then_with(|| suffix(a).cmp(&suffix(b)))
+            });
+        }
         for g in &self.groups {
             let mut prev: Option<Rec<'_>> = None;
-            for &o in &g.offsets {
-                let Some(rec) = record::read(buf, o as usize) else {
+            for e in &g.entries {
+                let Some(rec) = self.rec(e) else {
                     continue;
                 };
                 if let Some(p) = prev {
@@ -153,33 +141,100 @@ impl Sorter {
                 f(p)?;
             }
         }
-        self.collapsed += collapsed;
-        self.buf.clear();
-        self.groups.clear();
-        self.index.clear();
-        self.last = None;
+        Ok(collapsed)
+    }
+}
+
+/// The first 16 bytes of `s`, big-endian, zero-padded: comparing two of
+/// them compares those bytes.
+fn prefix(s: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    let n = s.len().min(16);
+    b[..n].copy_from_slice(&s[..n]);
+    u128::from_be_bytes(b)
+}
+
+/// A sorted run: its file and where each group's records are in it.
+#[derive(Debug)]
+struct Run {
+    file: File,
+    groups: Vec<(Vec<u8>, std::ops::Range<u64>)>,
+}
+
+/// A run being written by a thread of its own: the run, the copies that
+/// went and the bytes written.
+type Spilling = JoinHandle<anyhow::Result<(Run, u64, u64)>>;
+
+/// The sort of one station at a time.
+#[derive(Debug)]
+pub(super) struct Sorter {
+    budget: usize,
+    dir: PathBuf,
+    all_copies: bool,
+    batch: Batch,
+    /// At most one run is written while the next buffer fills: memory is at
+    /// most twice the budget.
+    spilling: Option<Spilling>,
+    runs: Vec<Run>,
+    /// Copies that went, over every station so far.
+    pub(super) collapsed: u64,
+    /// Bytes written to runs, over every station so far.
+    pub(super) spilled: u64,
+    /// The most bytes the runs of one station took.
+    pub(super) max_station_spill: u64,
+    station_spill: u64,
+}
+
+impl Sorter {
+    /// A sorter that holds `budget` bytes of records (and one more buffer
+    /// while it is being written), and spills to unlinked files in `dir`.
+    pub(super) fn new(budget: usize, dir: PathBuf, all_copies: bool) -> Sorter {
+        Sorter {
+            budget,
+            dir,
+            all_copies,
+            batch: Batch::default(),
+            spilling: None,
+            runs: Vec::new(),
+            collapsed: 0,
+            spilled: 0,
+            max_station_spill: 0,
+            station_spill: 0,
+        }
+    }
+
+    /// Adds the records of one body (after the bodies received before it).
+    pub(super) fn push(&mut self, chunk: Vec<u8>) -> anyhow::Result<()> {
+        if self.batch.bytes > 0 && self.batch.bytes + chunk.len() > self.budget {
+            self.spill()?;
+        }
+        self.batch.push(chunk)
+    }
+
+    /// Waits for the run being written.
+    fn spilled_run(&mut self) -> anyhow::Result<()> {
+        if let Some(handle) = self.spilling.take() {
+            let (run, collapsed, written) = handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("the thread writing a sort run failed"))??;
+            self.collapsed += collapsed;
+            self.spilled += written;
+            self.station_spill += written;
+            self.runs.push(run);
+        }
         Ok(())
     }
 
-    /// Writes the buffer as a sorted run.
+    /// Writes the buffer as a sorted run, on a thread of its own.
     fn spill(&mut self) -> anyhow::Result<()> {
-        let file = tempfile::tempfile_in(&self.dir)
-            .with_context(|| format!("cannot create a sort run in {}", self.dir.display()))?;
-        let mut w = BufWriter::with_capacity(RUN_READ_BUFFER, file);
-        let mut written = 0u64;
-        self.drain_sorted(|rec| {
-            rec.write_to_io(&mut w)?;
-            written += rec.len() as u64;
-            Ok(())
-        })?;
-        let mut file = w
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .context("cannot write a sort run")?;
-        file.rewind().context("cannot read a sort run")?;
-        self.spilled += written;
-        self.station_spill += written;
-        self.runs.push(file);
+        self.spilled_run()?;
+        let batch = std::mem::take(&mut self.batch);
+        let (dir, all_copies) = (self.dir.clone(), self.all_copies);
+        let handle = std::thread::Builder::new()
+            .name("dlsrv-sort-run".into())
+            .spawn(move || write_run(batch, &dir, all_copies))
+            .context("cannot start a thread to write a sort run")?;
+        self.spilling = Some(handle);
         Ok(())
     }
 
@@ -189,77 +244,283 @@ impl Sorter {
         &mut self,
         mut f: impl FnMut(Rec<'_>) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        if self.runs.is_empty() {
-            return self.drain_sorted(f);
+        if self.runs.is_empty() && self.spilling.is_none() {
+            let batch = std::mem::take(&mut self.batch);
+            self.collapsed += batch.drain(self.all_copies, f)?;
+            return Ok(());
         }
-        if !self.buf.is_empty() {
+        if self.batch.bytes > 0 {
             self.spill()?;
         }
+        self.spilled_run()?;
         self.max_station_spill = self.max_station_spill.max(self.station_spill);
         self.station_spill = 0;
         let runs = std::mem::take(&mut self.runs);
-        // Give the buffer's memory to the runs' read buffers.
-        self.buf = Vec::new();
         self.merge(runs, &mut f)
     }
 
+    /// Merges the runs, each group (station and channel) on a thread of
+    /// its own, as many at once as there are cores; the groups' records
+    /// come to `f` in order (a thread ahead waits once it has a few MiB
+    /// ready).
     fn merge(
         &mut self,
-        runs: Vec<File>,
+        runs: Vec<Run>,
         f: &mut impl FnMut(Rec<'_>) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let mut readers: Vec<BufReader<File>> = runs
-            .into_iter()
-            .map(|file| BufReader::with_capacity(RUN_READ_BUFFER, file))
-            .collect();
-        let mut heap = BinaryHeap::with_capacity(readers.len());
-        for (run, reader) in readers.iter_mut().enumerate() {
-            let mut bytes = Vec::new();
-            if record::read_from(reader, &mut bytes).context("cannot read a sort run")? {
-                heap.push(Head { bytes, run });
+        // Every group, in order, with its part of each run.
+        let mut groups: std::collections::BTreeMap<Vec<u8>, Vec<(usize, std::ops::Range<u64>)>> =
+            std::collections::BTreeMap::new();
+        for (i, run) in runs.iter().enumerate() {
+            for (key, range) in &run.groups {
+                groups.entry(key.clone()).or_default().push((i, range.clone()));
             }
         }
-        let mut pending: Option<Vec<u8>> = None;
-        while let Some(Head { bytes, run }) = heap.pop() {
-            let mut spare = match pending.take() {
-                Some(p) => {
-                    let (Some(prev), Some(next)) = (record::read(&p, 0), record::read(&bytes, 0))
-                    else {
-                        anyhow::bail!("a damaged sort run");
-                    };
-                    if !self.all_copies && prev.same_value(&next) {
-                        self.collapsed += 1;
-                    } else {
-                        f(prev)?;
+        let groups: Vec<Vec<(usize, std::ops::Range<u64>)>> = groups.into_values().collect();
+        let files: Vec<File> = runs.into_iter().map(|r| r.file).collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 8)
+            .min(groups.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let all_copies = self.all_copies;
+        let mut outputs = Vec::with_capacity(groups.len());
+        let mut inputs = Vec::with_capacity(groups.len());
+        for _ in 0..groups.len() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Vec<u8>>>(MERGE_CHUNKS_AHEAD);
+            inputs.push(Some(tx));
+            outputs.push(rx);
+        }
+        let inputs: Vec<std::sync::Mutex<Option<std::sync::mpsc::SyncSender<anyhow::Result<Vec<u8>>>>>> =
+            inputs.into_iter().map(std::sync::Mutex::new).collect();
+        let collapsed = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            for _ in 0..threads {
+                let (next, groups, files, inputs, collapsed) =
+                    (&next, &groups, &files, &inputs, &collapsed);
+                scope.spawn(move || {
+                    loop {
+                        let g = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(parts) = groups.get(g) else { break };
+                        let tx = inputs[g].lock().unwrap_or_else(|e| e.into_inner()).take();
+                        let Some(tx) = tx else { continue };
+                        match merge_group(files, parts, all_copies, &tx) {
+                            Ok(n) => {
+                                collapsed.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                            }
+                        }
                     }
-                    p
-                }
-                None => Vec::new(),
-            };
-            pending = Some(bytes);
-            if record::read_from(&mut readers[run], &mut spare).context("cannot read a sort run")? {
-                heap.push(Head { bytes: spare, run });
+                });
             }
-        }
-        if let Some(p) = pending
-            && let Some(rec) = record::read(&p, 0)
-        {
-            f(rec)?;
-        }
+            let result = (|| {
+                for rx in &outputs {
+                    // Ends when the group's thread drops its sender.
+                    for chunk in rx {
+                        let chunk = chunk?;
+                        let mut at = 0;
+                        while let Some(rec) = record::read(&chunk, at) {
+                            f(rec)?;
+                            at += rec.len();
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            if result.is_err() {
+                // Threads waiting to hand over their records stop.
+                next.store(usize::MAX / 2, std::sync::atomic::Ordering::SeqCst);
+                drop(outputs);
+            }
+            result
+        })?;
+        self.collapsed += collapsed.load(std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 }
 
-/// A run's next record in the merge: the smallest key first, and among
-/// equal keys the older run (records of earlier bodies).
+/// Chunks of merged records a group's thread may have ready.
+const MERGE_CHUNKS_AHEAD: usize = 4;
+/// Bytes of merged records per chunk.
+const MERGE_CHUNK: usize = 1 << 20;
+
+/// Reads one group's part of a run.
+struct Part<'a> {
+    file: &'a File,
+    at: u64,
+    end: u64,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Part<'_> {
+    /// The next record into `out`; false at the end of the part.
+    fn next(&mut self, out: &mut Vec<u8>) -> anyhow::Result<bool> {
+        out.clear();
+        let mut len = [0u8; 4];
+        if !self.take(&mut len)? {
+            return Ok(false);
+        }
+        let rest = u32::from_le_bytes(len) as usize;
+        out.extend_from_slice(&len);
+        out.resize(4 + rest, 0);
+        if !self.take(&mut out[4..])? {
+            anyhow::bail!("a sort run ends inside a record");
+        }
+        Ok(true)
+    }
+
+    /// Fills `dst` from the part; false when the part is at its end.
+    fn take(&mut self, dst: &mut [u8]) -> anyhow::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        let mut filled = 0;
+        while filled < dst.len() {
+            if self.pos == self.buf.len() {
+                let left = self.end.saturating_sub(self.at);
+                if left == 0 {
+                    if filled == 0 {
+                        return Ok(false);
+                    }
+                    anyhow::bail!("a sort run ends inside a record");
+                }
+                let n = (RUN_READ_BUFFER as u64).min(left) as usize;
+                self.buf.resize(n, 0);
+                self.file
+                    .read_exact_at(&mut self.buf, self.at)
+                    .context("cannot read a sort run")?;
+                self.at += n as u64;
+                self.pos = 0;
+            }
+            let n = (dst.len() - filled).min(self.buf.len() - self.pos);
+            dst[filled..filled + n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+            filled += n;
+            self.pos += n;
+        }
+        Ok(true)
+    }
+}
+
+/// Merges one group's parts of the runs (given oldest run first), copies
+/// collapsed, into chunks sent to `tx`; returns how many copies went.
+fn merge_group(
+    files: &[File],
+    parts: &[(usize, std::ops::Range<u64>)],
+    all_copies: bool,
+    tx: &std::sync::mpsc::SyncSender<anyhow::Result<Vec<u8>>>,
+) -> anyhow::Result<u64> {
+    let mut readers: Vec<Part<'_>> = Vec::with_capacity(parts.len());
+    for (run, range) in parts {
+        let file = files.get(*run).context("a sort run")?;
+        readers.push(Part {
+            file,
+            at: range.start,
+            end: range.end,
+            buf: Vec::new(),
+            pos: 0,
+        });
+    }
+    let mut heap = BinaryHeap::with_capacity(readers.len());
+    for (i, reader) in readers.iter_mut().enumerate() {
+        let mut bytes = Vec::new();
+        if reader.next(&mut bytes)? {
+            heap.push(Head::new(bytes, i));
+        }
+    }
+    let mut collapsed = 0;
+    let mut out = Vec::with_capacity(MERGE_CHUNK + 4096);
+    let mut pending: Option<Vec<u8>> = None;
+    let send = |out: &mut Vec<u8>, last: bool| -> anyhow::Result<()> {
+        if out.len() >= MERGE_CHUNK || (last && !out.is_empty()) {
+            let full = std::mem::replace(out, Vec::with_capacity(MERGE_CHUNK + 4096));
+            tx.send(Ok(full))
+                .map_err(|_| anyhow::anyhow!("the merge was given up"))?;
+        }
+        Ok(())
+    };
+    while let Some(Head { bytes, run, .. }) = heap.pop() {
+        let mut spare = match pending.take() {
+            Some(p) => {
+                let (Some(prev), Some(next)) = (record::read(&p, 0), record::read(&bytes, 0))
+                else {
+                    anyhow::bail!("a damaged sort run");
+                };
+                if !all_copies && prev.same_value(&next) {
+                    collapsed += 1;
+                } else {
+                    out.extend_from_slice(&p);
+                    send(&mut out, false)?;
+                }
+                p
+            }
+            None => Vec::new(),
+        };
+        pending = Some(bytes);
+        if readers[run].next(&mut spare)? {
+            heap.push(Head::new(spare, run));
+        }
+    }
+    if let Some(p) = pending {
+        out.extend_from_slice(&p);
+    }
+    send(&mut out, true)?;
+    Ok(collapsed)
+}
+
+/// Sorts `batch` and writes it to an unlinked file in `dir`.
+fn write_run(
+    batch: Batch,
+    dir: &std::path::Path,
+    all_copies: bool,
+) -> anyhow::Result<(Run, u64, u64)> {
+    let file = tempfile::tempfile_in(dir)
+        .with_context(|| format!("cannot create a sort run in {}", dir.display()))?;
+    let mut w = BufWriter::with_capacity(RUN_READ_BUFFER, file);
+    let mut written = 0u64;
+    let mut groups: Vec<(Vec<u8>, std::ops::Range<u64>)> = Vec::new();
+    let collapsed = batch.drain(all_copies, |rec| {
+        match groups.last_mut() {
+            Some((key, range)) if key.as_slice() == rec.group() => range.end = written + rec.len() as u64,
+            _ => groups.push((rec.group().to_vec(), written..written + rec.len() as u64)),
+        }
+        rec.write_to_io(&mut w)?;
+        written += rec.len() as u64;
+        Ok(())
+    })?;
+    let file = w
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .context("cannot write a sort run")?;
+    Ok((Run { file, groups }, collapsed, written))
+}
+
+/// A run's next record in the merge of one group: the smallest key first
+/// (the group is the same: the key after it, by its first 16 bytes, then
+/// the rest), and among equal keys the older run (earlier bodies).
 struct Head {
     bytes: Vec<u8>,
     run: usize,
+    prefix: u128,
+    suffix: std::ops::Range<usize>,
 }
 
 impl Head {
-    fn key(&self) -> &[u8] {
-        record::read(&self.bytes, 0).map_or(&[], |r| r.key)
+    fn new(bytes: Vec<u8>, run: usize) -> Head {
+        let key = record::key_range(&bytes);
+        let group_len = record::read(&bytes, 0).map_or(0, |r| r.group_len);
+        let suffix = (key.start + group_len).min(key.end)..key.end;
+        let prefix = prefix(bytes.get(suffix.clone()).unwrap_or_default());
+        Head {
+            bytes,
+            run,
+            prefix,
+            suffix,
+        }
+    }
+
+    fn suffix(&self) -> &[u8] {
+        self.bytes.get(self.suffix.clone()).unwrap_or_default()
     }
 }
 
@@ -278,8 +539,9 @@ impl Ord for Head {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         // BinaryHeap pops the greatest: reversed.
         other
-            .key()
-            .cmp(self.key())
+            .prefix
+            .cmp(&self.prefix)
+            .then_with(|| other.suffix().cmp(self.suffix()))
             .then_with(|| other.run.cmp(&self.run))
     }
 }
@@ -304,7 +566,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = Sorter::new(budget, dir.path().to_path_buf(), all_copies);
         for b in bodies {
-            s.push(b).expect("push");
+            s.push(b.clone()).expect("push");
         }
         let spilled = s.spilled > 0;
         let mut out = Vec::new();
