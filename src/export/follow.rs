@@ -431,7 +431,15 @@ fn deliver(
                 target: conn,
                 buffer: Vec::new(),
             };
-            let totals = super::pipeline(config, work, &feed.spec, (false, feed.sort_buffer), &mut sink, &bar, files)?;
+            let totals = super::pipeline(
+                config,
+                work,
+                &feed.spec,
+                (false, feed.sort_buffer),
+                &mut sink,
+                &bar,
+                files,
+            )?;
             let Sink::Postgres { target, buffer } = sink else {
                 anyhow::bail!("the sink changed");
             };
@@ -445,7 +453,15 @@ fn deliver(
                 zrxp: false,
                 block: Vec::new(),
             };
-            let totals = super::pipeline(config, work, &feed.spec, (false, feed.sort_buffer), &mut sink, &bar, files)?;
+            let totals = super::pipeline(
+                config,
+                work,
+                &feed.spec,
+                (false, feed.sort_buffer),
+                &mut sink,
+                &bar,
+                files,
+            )?;
             if let Sink::Text { out, .. } = sink {
                 out.finish()?;
             }

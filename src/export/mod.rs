@@ -232,7 +232,10 @@ const COPY_CHUNK: usize = 4 << 20;
 
 /// The sort buffer in bytes.
 fn sort_buffer(args: &ExportArgs) -> usize {
-    args.sort_buffer_mib.unwrap_or(SORT_BUFFER_MIB).clamp(1, 4095) << 20
+    args.sort_buffer_mib
+        .unwrap_or(SORT_BUFFER_MIB)
+        .clamp(1, 4095)
+        << 20
 }
 
 /// Where the rows go.

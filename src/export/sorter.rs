@@ -273,7 +273,10 @@ impl Sorter {
             std::collections::BTreeMap::new();
         for (i, run) in runs.iter().enumerate() {
             for (key, range) in &run.groups {
-                groups.entry(key.clone()).or_default().push((i, range.clone()));
+                groups
+                    .entry(key.clone())
+                    .or_default()
+                    .push((i, range.clone()));
             }
         }
         let groups: Vec<Vec<(usize, std::ops::Range<u64>)>> = groups.into_values().collect();
@@ -287,12 +290,14 @@ impl Sorter {
         let mut outputs = Vec::with_capacity(groups.len());
         let mut inputs = Vec::with_capacity(groups.len());
         for _ in 0..groups.len() {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Vec<u8>>>(MERGE_CHUNKS_AHEAD);
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<anyhow::Result<Vec<u8>>>(MERGE_CHUNKS_AHEAD);
             inputs.push(Some(tx));
             outputs.push(rx);
         }
-        let inputs: Vec<std::sync::Mutex<Option<std::sync::mpsc::SyncSender<anyhow::Result<Vec<u8>>>>>> =
-            inputs.into_iter().map(std::sync::Mutex::new).collect();
+        let inputs: Vec<
+            std::sync::Mutex<Option<std::sync::mpsc::SyncSender<anyhow::Result<Vec<u8>>>>>,
+        > = inputs.into_iter().map(std::sync::Mutex::new).collect();
         let collapsed = std::sync::atomic::AtomicU64::new(0);
         std::thread::scope(|scope| -> anyhow::Result<()> {
             for _ in 0..threads {
@@ -481,7 +486,9 @@ fn write_run(
     let mut groups: Vec<(Vec<u8>, std::ops::Range<u64>)> = Vec::new();
     let collapsed = batch.drain(all_copies, |rec| {
         match groups.last_mut() {
-            Some((key, range)) if key.as_slice() == rec.group() => range.end = written + rec.len() as u64,
+            Some((key, range)) if key.as_slice() == rec.group() => {
+                range.end = written + rec.len() as u64
+            }
             _ => groups.push((rec.group().to_vec(), written..written + rec.len() as u64)),
         }
         rec.write_to_io(&mut w)?;
