@@ -19,6 +19,8 @@ CONF_DIR=/etc/dlsrv
 CONF=$CONF_DIR/dlsrv.toml
 # Which stations each logger login may speak for (logins_file in dlsrv.toml).
 LOGINS=$CONF_DIR/logins.toml
+# Export feeds' settings (install.sh --export-to NAME URL): NAME.toml each.
+EXPORT_DIR=$CONF_DIR/export
 UNIT_DIR=/etc/systemd/system
 DROPIN_DIR=$UNIT_DIR/dlsrv.service.d
 DROPIN=$DROPIN_DIR/data-dir.conf
@@ -89,6 +91,10 @@ Options:
                        (/status), kept apart from the loggers' in
                        /etc/nginx/.htpasswd-operators; the password is prompted
                        for, or read from OPERATOR_PASSWORD. May be repeated.
+  --export-to NAME URL set up the export feed NAME into the PostgreSQL database
+                       URL (libpq: postgresql://user@host/db or key=value):
+                       /etc/dlsrv/export/NAME.toml and dlsrv-export@NAME.service
+                       (docs/export.md, "Feeds")
   --fail2ban           install fail2ban and a jail for basic-auth failures
   --uninstall          stop and remove dlsrv's binary, units and NGINX site;
                        keeps the archive, /etc/dlsrv, logins and certificates
@@ -115,6 +121,8 @@ OPERATORS=
 LOGGER_STATIONS=
 FAIL2BAN=0
 UNINSTALL=0
+# "NAME URL" per --export-to, one per line.
+EXPORTS=
 
 need_arg() {
     [ "$#" -ge 2 ] || die "$1 needs an argument (see --help)"
@@ -142,6 +150,14 @@ while [ "$#" -gt 0 ]; do
             ;;
         --add-operator) need_arg "$@"; OPERATORS="$OPERATORS $2"; shift 2 ;;
         --add-operator=*) OPERATORS="$OPERATORS ${1#*=}"; shift ;;
+        --export-to)
+            [ "$#" -ge 3 ] || die "--export-to needs NAME and URL (see --help)"
+            case $2 in
+                '' | .* | *[!A-Za-z0-9._-]*) die "--export-to $2: a name of A-Z a-z 0-9 . _ - (not starting with .)" ;;
+            esac
+            EXPORTS="$EXPORTS$2 $3
+"
+            shift 3 ;;
         --fail2ban) FAIL2BAN=1; shift ;;
         --uninstall) UNINSTALL=1; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -308,6 +324,7 @@ uninstall() {
     remove_path "$(d "$UNIT_DIR/dlsrv.socket")"
     remove_path "$(d "$UNIT_DIR/dlsrv-report.service")"
     remove_path "$(d "$UNIT_DIR/dlsrv-report.timer")"
+    remove_path "$(d "$UNIT_DIR/dlsrv-export@.service")"
     remove_path "$(d "$DROPIN")"
     if [ -d "$(d "$DROPIN_DIR")" ]; then
         rmdir "$(d "$DROPIN_DIR")" 2>/dev/null || info "kept $(d "$DROPIN_DIR") (it has other drop-ins)"
@@ -408,7 +425,7 @@ else
 fi
 
 for f in dlsrv.toml systemd/dlsrv.service systemd/dlsrv.socket systemd/dlsrv.tmpfiles \
-    systemd/dlsrv-report.service systemd/dlsrv-report.timer \
+    systemd/dlsrv-report.service systemd/dlsrv-report.timer systemd/dlsrv-export@.service \
     nginx/dlsrv.conf fail2ban/jail.d/dlsrv.conf; do
     [ -f "$SCRIPT_DIR/$f" ] || die "missing $SCRIPT_DIR/$f: run this script from a complete checkout"
 done
@@ -644,6 +661,32 @@ put_file "$SCRIPT_DIR/systemd/dlsrv.tmpfiles" "$(d "$TMPFILES")" 0644
 # The weekly report (docs/operations.md): enabled below.
 put_file "$SCRIPT_DIR/systemd/dlsrv-report.service" "$(d "$UNIT_DIR/dlsrv-report.service")" 0644
 put_file "$SCRIPT_DIR/systemd/dlsrv-report.timer" "$(d "$UNIT_DIR/dlsrv-report.timer")" 0644
+# Export feeds (--export-to): the template, and each feed's settings.
+put_file "$SCRIPT_DIR/systemd/dlsrv-export@.service" "$(d "$UNIT_DIR/dlsrv-export@.service")" 0644
+EXPORT_NAMES=
+if [ -n "$EXPORTS" ]; then
+    ensure_dir 0750 "$(d "$EXPORT_DIR")"
+    [ "$STAGED" -eq 1 ] || chgrp dlsrv "$(d "$EXPORT_DIR")" 2>/dev/null || true
+    while read -r EXPORT_NAME EXPORT_URL; do
+        [ -n "$EXPORT_NAME" ] || continue
+        case $EXPORT_URL in *\"* | *\\*) die "--export-to $EXPORT_NAME: the URL cannot hold a double quote or a backslash" ;; esac
+        new_tmp
+        cat >"$TMP" <<EOF
+# The export feed $EXPORT_NAME (dlsrv-export@$EXPORT_NAME.service), written by
+# install.sh --export-to. Keys: format ("postgres" or "jsonl"), database,
+# stations, channels, events, lag_warn_secs (docs/export.md, "Feeds").
+format = "postgres"
+database = "$EXPORT_URL"
+# Warn in the journal when the feed is this many seconds behind.
+lag_warn_secs = 60
+EOF
+        put_file "$TMP" "$(d "$EXPORT_DIR/$EXPORT_NAME.toml")" 0640
+        [ "$STAGED" -eq 1 ] || chgrp dlsrv "$(d "$EXPORT_DIR/$EXPORT_NAME.toml")" 2>/dev/null || true
+        EXPORT_NAMES="$EXPORT_NAMES $EXPORT_NAME"
+    done <<EOF
+$EXPORTS
+EOF
+fi
 
 CHANGED=0
 if [ "$DATA_DIR" = "$DEFAULT_DATA_DIR" ]; then
@@ -829,7 +872,7 @@ fi
 if [ "$STAGED" -eq 1 ]; then
     step "Files laid out under $DESTDIR:"
     for f in "$BIN" "$CONF" "$UNIT_DIR/dlsrv.service" "$UNIT_DIR/dlsrv.socket" "$DROPIN" \
-        "$UNIT_DIR/dlsrv-report.service" "$UNIT_DIR/dlsrv-report.timer" \
+        "$UNIT_DIR/dlsrv-report.service" "$UNIT_DIR/dlsrv-report.timer" "$UNIT_DIR/dlsrv-export@.service" \
         "$TMPFILES" "$SITE" "$SITE_LINK" "$HTPASSWD" "$OPERATORS_HTPASSWD" "$LOGINS" "$JAIL" "$CERT" "$KEY" "$DATA_DIR"; do
         if [ -e "$(d "$f")" ] || [ -L "$(d "$f")" ]; then
             info "$(d "$f")"
@@ -876,6 +919,12 @@ if [ "$START" = start ] && [ "$LOGINS_CHANGED" -eq 1 ]; then
 fi
 info "dlsrv.service: $(systemctl is-active dlsrv.service)"
 run systemctl enable --now dlsrv-report.timer || warn "could not enable dlsrv-report.timer"
+for EXPORT_NAME in $EXPORT_NAMES; do
+    step "Enabling the export feed $EXPORT_NAME"
+    run systemctl enable "dlsrv-export@$EXPORT_NAME.service"
+    run systemctl restart "dlsrv-export@$EXPORT_NAME.service" \
+        || warn "dlsrv-export@$EXPORT_NAME did not start: journalctl -u dlsrv-export@$EXPORT_NAME"
+done
 
 step "Testing and reloading NGINX"
 if ! run nginx -t; then

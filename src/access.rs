@@ -83,17 +83,17 @@ impl Policy {
             (Policy::Login, Some(login)) if login == station => Ok(()),
             (Policy::Login, Some(login)) => Err(Refused(format!(
                 "login {} may speak only for station {0}, not {station}",
-                crate::actions::printable(login, 64)
+                crate::logging::printable(login, 64)
             ))),
             (Policy::Map(map), Some(login)) => match map.get(login) {
                 Some(patterns) if patterns.iter().any(|p| p.matches(station)) => Ok(()),
                 Some(_) => Err(Refused(format!(
                     "login {} may not speak for station {station}",
-                    crate::actions::printable(login, 64)
+                    crate::logging::printable(login, 64)
                 ))),
                 None => Err(Refused(format!(
                     "login {} is not in the logins file, so it may not speak for station {station}",
-                    crate::actions::printable(login, 64)
+                    crate::logging::printable(login, 64)
                 ))),
             },
         }

@@ -13,7 +13,6 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
-use crate::cli::CommandsAction;
 use crate::config::Config;
 use crate::durable::{DurableDir, Options};
 use crate::queue::{self, Entry, State};
@@ -85,7 +84,7 @@ pub(crate) fn render(entries: &[Entry]) -> String {
         "STATION", "ID", "STATE", "SENT", "TIMES", "DOCUMENT"
     );
     // Anything read from the queue may hold what a logger sent: escaped.
-    let shown = |text: &str| crate::actions::printable(text, 512);
+    let shown = |text: &str| crate::logging::printable(text, 512);
     for e in entries {
         let (state, sent) = match &e.state {
             State::Pending => ("pending", "-".to_owned()),
@@ -153,4 +152,19 @@ pub(crate) fn become_owner_of(state_dir: &Path) -> anyhow::Result<()> {
     setgid(gid).with_context(|| format!("cannot become group {gid}"))?;
     setuid(uid).with_context(|| format!("cannot become user {uid}, the owner of state_dir"))?;
     Ok(())
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum CommandsAction {
+    /// Queue FILE (a CommandList or QueryList) for STATION's next requestcommand.
+    Add {
+        station: String,
+        file: std::path::PathBuf,
+    },
+    /// Show pending, sent and cancelled documents with their acknowledgements.
+    List { station: Option<String> },
+    /// Cancel a pending document (it is kept under cancelled/).
+    Cancel { station: String, id: String },
+    /// Queue a sent or cancelled document again.
+    Requeue { station: String, id: String },
 }

@@ -1,7 +1,6 @@
 //! The command line. Every subcommand takes `--config` (or `DLSRV_CONFIG`)
 //! and loads it through [`crate::config::Config::load`].
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -9,7 +8,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::Config;
+use crate::admin::CommandsAction;
+use crate::config::{Config, ConfigArg};
+use crate::console::to_stdout;
+use crate::report::ReportArgs;
 use crate::state::AppState;
 use crate::{listener, logging, server, systemd};
 
@@ -57,47 +59,11 @@ pub(crate) struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct ReportArgs {
-    #[command(flatten)]
-    pub(crate) config: ConfigArg,
-    /// The period: the last DAYS days up to now.
-    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=366))]
-    pub(crate) days: u32,
-    #[arg(long, value_enum, default_value = "text")]
-    pub(crate) format: crate::report::Format,
-    /// Write to FILE (atomically) instead of standard output.
-    #[arg(long, value_name = "FILE", conflicts_with = "output_dir")]
-    pub(crate) output: Option<PathBuf>,
-    /// Write to DIR/dlsrv-report-<last day>.<format> (what the timer does).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) output_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
 pub(crate) struct CommandsArgs {
     #[command(flatten)]
     pub(crate) config: ConfigArg,
     #[command(subcommand)]
     pub(crate) action: CommandsAction,
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum CommandsAction {
-    /// Queue FILE (a CommandList or QueryList) for STATION's next requestcommand.
-    Add { station: String, file: PathBuf },
-    /// Show pending, sent and cancelled documents with their acknowledgements.
-    List { station: Option<String> },
-    /// Cancel a pending document (it is kept under cancelled/).
-    Cancel { station: String, id: String },
-    /// Queue a sent or cancelled document again.
-    Requeue { station: String, id: String },
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct ConfigArg {
-    /// TOML configuration file; `DLSRV_*` environment variables override it.
-    #[arg(long, short, env = "DLSRV_CONFIG", value_name = "FILE")]
-    pub(crate) config: Option<PathBuf>,
 }
 
 /// The `dlsrv` binary: parses the command line and runs the subcommand.
@@ -157,32 +123,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// A progress bar of `len` steps (`what`: their name, after `pos/len`) on
-/// stderr, or a hidden one when `show` is false (not a terminal).
-pub(crate) fn progress_bar(show: bool, len: u64, what: &str) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    let template =
-        format!("{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {what} ({{eta}} left)");
-    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
-}
-
-/// Writes a command's output: an error, not `print!`'s panic, when it
-/// cannot (a reader that is gone is [`broken_pipe`]: the command ends
-/// without a word).
-pub(crate) fn to_stdout(text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .context("cannot write to standard output")
-}
-
 /// Whether `e` comes from writing to a pipe whose reader is gone.
 fn broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
@@ -231,6 +171,8 @@ fn status(config: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn check_config(config: Config) -> anyhow::Result<()> {
+    // The logins file, as the service will read it.
+    crate::access::Policy::load(config.station_access, config.logins_file.as_deref())?;
     to_stdout(&config.to_toml()?)?;
     eprintln!("dlsrv: configuration is valid");
     Ok(())
@@ -244,7 +186,7 @@ fn reindex(config: Config) -> anyhow::Result<()> {
         &config.data_dir,
         &config.temp_suffix,
         &catalog,
-        &crate::actions::Action::archived(),
+        &crate::request::Action::archived(),
     )?;
     eprintln!(
         "dlsrv: reindexed {} from {}: {summary}",
@@ -290,7 +232,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         // whole archive, long on a big one: after READY, while serving.
         let _start_up = state.start_up_work();
         if let Some(interval) = systemd::watchdog_interval() {
-            tokio::spawn(systemd::watchdog(interval, state.clone()));
+            tokio::spawn(crate::state::watchdog(interval, state.clone()));
         }
         let shutdown = async move {
             tokio::select! {

@@ -300,12 +300,10 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| anyhow::anyhow!("log_level: {:?}: {e}", self.log_level))?;
-        match (self.station_access, &self.logins_file) {
-            (StationAccess::Map, None) => bail!("station_access: \"map\" needs logins_file"),
-            (StationAccess::Map, Some(file)) => {
-                crate::access::read_logins(file)?;
-            }
-            _ => {}
+        // The logins file itself is read by `crate::access` (at start, on
+        // SIGHUP and by `dlsrv check-config`).
+        if self.station_access == StationAccess::Map && self.logins_file.is_none() {
+            bail!("station_access: \"map\" needs logins_file");
         }
         let body_room = self.max_body_bytes.saturating_add(256 * 1024);
         if self.max_inflight_body_bytes < body_room {
@@ -460,6 +458,14 @@ fn parse_octal(s: &str) -> Result<u32, String> {
     }
     u32::from_str_radix(digits, 8)
         .map_err(|_| format!("{s:?} is not an octal mode such as \"0660\""))
+}
+
+/// `--config FILE` of every subcommand.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConfigArg {
+    /// TOML configuration file; `DLSRV_*` environment variables override it.
+    #[arg(long, short, env = "DLSRV_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::actions::Action;
 use crate::decode::{Decoder, Encoding};
+use crate::request::Action;
 use crate::request::{OttQuery, StationId};
 
 /// `OttQuery::parse`: accepts only a valid station id and a known action;

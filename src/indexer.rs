@@ -164,7 +164,7 @@ fn run(
     progress: bool,
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let bar = crate::cli::progress_bar(progress, days.len() as u64, "day directories, {msg}");
+    let bar = crate::console::progress_bar(progress, days.len() as u64, "day directories, {msg}");
     let mut summary = Summary {
         days: days.len(),
         ..Summary::default()
@@ -347,10 +347,10 @@ fn hash_all(entries: Vec<Entry>) -> (Vec<Row>, usize) {
 /// (a body that does not pass the check, such as one the old service
 /// garbled, has none).
 fn summarise(action: &str, body: &[u8]) -> Option<std::sync::Arc<crate::summary::Summary>> {
-    let action = crate::actions::Action::parse(action.as_bytes()).ok()?;
+    let action = crate::request::Action::parse(action.as_bytes()).ok()?;
     if !matches!(
         action,
-        crate::actions::Action::SendData | crate::actions::Action::SendAlarm
+        crate::request::Action::SendData | crate::request::Action::SendAlarm
     ) {
         return None;
     }

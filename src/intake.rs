@@ -17,19 +17,22 @@
 //! for streamed bodies, so no thread waits for the network.
 
 use std::io::{self, Write};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::actions::{Action, Delivered, Kind};
+use crate::actions::{Delivered, Kind};
 use crate::archive::Stored;
 use crate::budget::Reservation;
-use crate::catalog::{DuplicateRow, Row};
+use crate::catalog::{DuplicateRow, RejectedRow, Row};
 use crate::decode::{Decoder, Encoding};
 use crate::durable::TempFile;
 use crate::error::RequestError;
+use crate::layout;
+use crate::request::Action;
 use crate::request::StationId;
 use crate::state::AppState;
 use crate::summary::Summary;
@@ -312,7 +315,7 @@ fn reject(
     error: RequestError,
     received: DateTime<Utc>,
 ) -> Refusal {
-    let kept = crate::rejected::keep(state, action, station, encoding, body, &error, received);
+    let kept = keep_rejected(state, action, station, encoding, body, &error, received);
     Refusal { error, kept }
 }
 
@@ -452,5 +455,102 @@ impl std::fmt::Debug for Intake {
             .field("station", &self.station)
             .field("encoding", &self.encoding)
             .finish_non_exhaustive()
+    }
+}
+
+/// Keeps `body`; returns where (relative to `state_dir`), or `None` when
+/// it could not be kept (or `rejected_max_bytes` is reached).
+fn keep_rejected(
+    state: &AppState,
+    action: Action,
+    station: &StationId,
+    encoding: Encoding,
+    body: &[u8],
+    error: &RequestError,
+    received: DateTime<Utc>,
+) -> Option<String> {
+    let sha256 = hex::encode(Sha256::digest(body));
+    let window = chrono::Duration::days(i64::from(state.config.duplicate_window_days.max(1)));
+    match state
+        .catalog
+        .find_rejected(station.as_str(), &sha256, received - window)
+    {
+        Ok(earlier) => {
+            if let Some(path) = earlier
+                .into_iter()
+                .find(|p| state.store.root().join(p).is_file())
+            {
+                return Some(path);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot look up earlier rejected bodies"),
+    }
+    let reason = error.to_string();
+    if !state
+        .rejected_quota
+        .admit(state.store.root(), body.len() as u64)
+    {
+        state.metrics.rejected_not_kept();
+        return None;
+    }
+    let kept = (|| {
+        let mut temp = state.store.begin(
+            &layout::rejected_day_dir(received),
+            &layout::file_name(station.as_str(), received),
+        )?;
+        temp.write_all(body)?;
+        let at = |attempt: u32| received + chrono::Duration::microseconds(i64::from(attempt));
+        let (path, attempt) = state.store.commit(temp, |attempt| {
+            (attempt < crate::rejected::MAX_NAME_ATTEMPTS).then(|| {
+                let t = at(attempt);
+                (
+                    layout::rejected_day_dir(t),
+                    layout::file_name(station.as_str(), t),
+                )
+            })
+        })?;
+        let note = format!(
+            "action: {}\nstation: {station}\nreceived: {}\ncontent-encoding: {}\nreason: {}\n",
+            action.name(),
+            layout::rfc3339(at(attempt)),
+            encoding.name(),
+            crate::logging::printable(&reason, 4096),
+        );
+        let dir = path.parent().unwrap_or(state.store.root());
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let rel_dir = dir
+            .strip_prefix(state.store.root())
+            .unwrap_or(Path::new(""));
+        state.store.create_new(
+            rel_dir,
+            &format!("{name}{}", layout::REASON_SUFFIX),
+            note.as_bytes(),
+        )?;
+        Ok::<_, std::io::Error>((path, at(attempt)))
+    })();
+    match kept {
+        Ok((path, at)) => {
+            let relative = layout::relative(state.store.root(), &path);
+            state.catalog.record_rejected(RejectedRow {
+                body: Row {
+                    station_id: station.as_str().to_owned(),
+                    action: action.name().to_owned(),
+                    received: at,
+                    path: relative.clone(),
+                    bytes: body.len() as u64,
+                    sha256,
+                    summary: None,
+                },
+                reason,
+            });
+            Some(relative)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot keep a rejected body");
+            None
+        }
     }
 }

@@ -51,6 +51,7 @@ pub(crate) mod catalog;
 pub(crate) mod cleanup;
 pub mod cli;
 pub mod config;
+pub(crate) mod console;
 pub(crate) mod decode;
 pub(crate) mod downloads;
 pub(crate) mod durable;

@@ -62,3 +62,28 @@ fn stderr_is_journal() -> bool {
     };
     value.to_string_lossy() == format!("{}:{}", stat.st_dev, stat.st_ino)
 }
+
+/// Control characters of what a client sent, escaped for a log line.
+pub(crate) fn printable(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars));
+    for c in text.chars().take(max_chars) {
+        if c.is_control() && c != ' ' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            crate::logging::printable("a\nb\u{1b}[31m", 100),
+            "a\\nb\\u{1b}[31m"
+        );
+        assert_eq!(crate::logging::printable("abcdef", 3), "abc");
+    }
+}

@@ -348,10 +348,10 @@ pub(crate) fn record_acks(
         }
         // What the logger sent, control characters escaped: one line each.
         let status =
-            crate::actions::printable(&ack.status.to_ascii_uppercase(), 16).replace(' ', "_");
+            crate::logging::printable(&ack.status.to_ascii_uppercase(), 16).replace(' ', "_");
         let mut record = format!("{status} {}\n", iso_time(now));
         if !ack.reason.is_empty() {
-            record.push_str(&crate::actions::printable(&ack.reason, 4096));
+            record.push_str(&crate::logging::printable(&ack.reason, 4096));
             record.push('\n');
         }
         store.replace(&station_dir(station).join(SENT), &name, record.as_bytes())?;

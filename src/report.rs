@@ -19,7 +19,6 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
-use crate::cli::ReportArgs;
 use crate::config::Config;
 use crate::layout;
 use crate::status::{self, Lateness};
@@ -140,7 +139,7 @@ pub(crate) fn run(config: &Config, args: &ReportArgs) -> anyhow::Result<()> {
         Format::Html => html(&report),
     };
     match target {
-        None => crate::cli::to_stdout(&text)?,
+        None => crate::console::to_stdout(&text)?,
         Some(path) => {
             write_atomically(&path, text.as_bytes())?;
             eprintln!("dlsrv: report written to {}", path.display());
@@ -318,7 +317,7 @@ fn rejected(
 }
 
 fn shown(text: &str) -> String {
-    crate::actions::printable(text, 200)
+    crate::logging::printable(text, 200)
 }
 
 /// The report for people reading a mail or a terminal.
@@ -537,4 +536,21 @@ pub(crate) fn html(r: &Report) -> String {
         }
     };
     page.into_string()
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReportArgs {
+    #[command(flatten)]
+    pub(crate) config: crate::config::ConfigArg,
+    /// The period: the last DAYS days up to now.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=366))]
+    pub(crate) days: u32,
+    #[arg(long, value_enum, default_value = "text")]
+    pub(crate) format: crate::report::Format,
+    /// Write to FILE (atomically) instead of standard output.
+    #[arg(long, value_name = "FILE", conflicts_with = "output_dir")]
+    pub(crate) output: Option<std::path::PathBuf>,
+    /// Write to DIR/dlsrv-report-<last day>.<format> (what the timer does).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) output_dir: Option<std::path::PathBuf>,
 }

@@ -25,8 +25,8 @@ use hyper::{HeaderMap, Request, StatusCode};
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::actions::Action;
 use crate::decode::Encoding;
+use crate::request::Action;
 
 /// What became of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +65,7 @@ impl RequestLog {
         let span = tracing::info_span!(
             "request",
             method = req.method().as_str(),
-            uri = %crate::actions::printable(&req.uri().to_string(), 512),
+            uri = %crate::logging::printable(&req.uri().to_string(), 512),
             remote_user = remote_user.as_deref(),
             forwarded_for = forwarded_for.as_deref(),
             station_id = Empty,
@@ -182,5 +182,5 @@ impl RequestLog {
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
-        .map(|v| crate::actions::printable(&String::from_utf8_lossy(v.as_bytes()), 256))
+        .map(|v| crate::logging::printable(&String::from_utf8_lossy(v.as_bytes()), 256))
 }

@@ -4,8 +4,61 @@
 
 use std::fmt;
 
-use crate::actions::Action;
 use crate::error::RequestError;
+
+/// What a request asks for. Its name is also the archive's top directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Action {
+    SendData,
+    SendAlarm,
+    RequestCommand,
+    Acknowledge,
+    SendConfiguration,
+    SendFirmware,
+    GetConfiguration,
+    GetFirmware,
+}
+
+impl Action {
+    pub(crate) const ALL: [Action; 8] = [
+        Action::SendData,
+        Action::SendAlarm,
+        Action::RequestCommand,
+        Action::Acknowledge,
+        Action::SendConfiguration,
+        Action::SendFirmware,
+        Action::GetConfiguration,
+        Action::GetFirmware,
+    ];
+
+    /// Its name in the query and in the archive (what it does is in
+    /// [`crate::actions`]).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Action::SendData => "senddata",
+            Action::SendAlarm => "sendalarm",
+            Action::RequestCommand => "requestcommand",
+            Action::Acknowledge => "acknowledge",
+            Action::SendConfiguration => "sendconfiguration",
+            Action::SendFirmware => "sendfirmware",
+            Action::GetConfiguration => "getconfiguration",
+            Action::GetFirmware => "getfirmware",
+        }
+    }
+
+    pub(crate) fn parse(raw: &[u8]) -> Result<Action, RequestError> {
+        Action::ALL
+            .into_iter()
+            .find(|a| a.name().as_bytes().eq_ignore_ascii_case(raw))
+            .ok_or_else(|| RequestError::UnknownAction(String::from_utf8_lossy(raw).into_owned()))
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// A station id safe to use as part of a file name and in XML:
 /// 1 to 64 characters of `A-Z a-z 0-9 _ -`.

@@ -88,7 +88,7 @@ pub(crate) fn pong() -> Response<Body> {
 /// The answer to a refused request: its status, headers and one-line
 /// reason; a 503 says when to retry.
 pub(crate) fn error(e: &RequestError, retry_after_secs: u64) -> Response<Body> {
-    let line = crate::actions::printable(&e.to_string(), 1024);
+    let line = crate::logging::printable(&e.to_string(), 1024);
     let mut response = with_type(e.status(), TEXT, format!("{line}\n"));
     for (name, value) in e.headers(retry_after_secs) {
         if let Ok(value) = HeaderValue::from_str(&value) {

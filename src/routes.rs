@@ -17,14 +17,15 @@ use hyper::header::CONTENT_ENCODING;
 use hyper::{Method, Request, Response};
 use tracing::Instrument;
 
-use crate::actions::{self, Action, Kind};
+use crate::actions::{self, Kind};
 use crate::decode::Encoding;
 use crate::error::RequestError;
 use crate::intake::{Intake, Refusal};
 use crate::reqlog::{Outcome, RequestLog};
+use crate::request::Action;
 use crate::request::OttQuery;
 use crate::response::{self, Body};
-use crate::state::AppState;
+use crate::state::{AppState, blocking, room_to_write};
 
 /// The hyper service.
 pub(crate) async fn handle(
@@ -43,7 +44,7 @@ pub(crate) async fn handle(
         Err(refusal) => {
             let Refusal { error, kept } = refusal;
             // A reason may quote what the client sent: escaped for the log.
-            let reason = actions::printable(&error.reason(), 1024);
+            let reason = crate::logging::printable(&error.reason(), 1024);
             let outcome = if error.status().is_server_error() {
                 Outcome::Failed { reason }
             } else {
@@ -170,7 +171,7 @@ async fn status_page(
         {
             return Err(RequestError::Forbidden(format!(
                 "login {} is a logger's: the status pages are for operators",
-                actions::printable(login, 64)
+                crate::logging::printable(login, 64)
             )));
         }
         let lateness = crate::status::Lateness::of(&s.config);
@@ -339,27 +340,4 @@ async fn post(
         response::ott_response(&station_name, result.stored.received),
         outcome,
     ))
-}
-
-/// A 503 before anything is written when the file systems are nearly full.
-pub(crate) async fn room_to_write(state: &Arc<AppState>) -> Result<(), RequestError> {
-    match state.space.cached() {
-        Some(answer) => answer,
-        None => blocking(state, |s| s.space.refresh()).await?,
-    }
-}
-
-/// Runs blocking file-system work on tokio's bounded blocking pool, inside
-/// the request's span. A task that panicked is a failure to store (503).
-pub(crate) async fn blocking<T: Send + 'static>(
-    state: &Arc<AppState>,
-    f: impl FnOnce(&AppState) -> T + Send + 'static,
-) -> Result<T, RequestError> {
-    let state = Arc::clone(state);
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(|| f(&state)))
-        .await
-        .map_err(|e| {
-            RequestError::store(std::io::Error::other(format!("blocking task failed: {e}")))
-        })
 }

@@ -4,19 +4,21 @@
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
 use crate::access::Policy;
-use crate::actions::Action;
 use crate::archive::{Archive, Stored};
 use crate::budget::Budget;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::durable::{DurableDir, Options};
+use crate::error::RequestError;
 use crate::metrics::Metrics;
 use crate::rejected::Quota;
+use crate::request::Action;
 use crate::space::FreeSpace;
 use crate::{indexer, layout, xml};
 
@@ -324,5 +326,111 @@ impl AppState {
                 None
             }
         }
+    }
+}
+
+/// A 503 before anything is written when the file systems are nearly full.
+pub(crate) async fn room_to_write(state: &Arc<AppState>) -> Result<(), RequestError> {
+    match state.space.cached() {
+        Some(answer) => answer,
+        None => blocking(state, |s| s.space.refresh()).await?,
+    }
+}
+
+/// Runs blocking file-system work on tokio's bounded blocking pool, inside
+/// the request's span. A task that panicked is a failure to store (503).
+pub(crate) async fn blocking<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&AppState) -> T + Send + 'static,
+) -> Result<T, RequestError> {
+    let state = Arc::clone(state);
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| f(&state)))
+        .await
+        .map_err(|e| {
+            RequestError::store(std::io::Error::other(format!("blocking task failed: {e}")))
+        })
+}
+
+/// Pings the watchdog at half its interval while the service can still
+/// do file-system work: each ping passes through the blocking pool every
+/// store uses and looks at `data_dir` and `state_dir`. A hung disk (or a
+/// pool stuck on one) stops the pings, and systemd restarts the service.
+pub(crate) async fn watchdog(interval: Duration, state: Arc<AppState>) {
+    watchdog_with(interval, state, || {
+        crate::systemd::notify_or_log("WATCHDOG=1")
+    })
+    .await;
+}
+
+async fn watchdog_with(interval: Duration, state: Arc<AppState>, ping: impl Fn()) {
+    let mut tick = tokio::time::interval(interval / 2);
+    loop {
+        tick.tick().await;
+        let state = state.clone();
+        let probe = tokio::task::spawn_blocking(move || {
+            std::fs::metadata(state.data_dir()).and_then(|_| std::fs::metadata(state.state_dir()))
+        });
+        match tokio::time::timeout(interval / 2, probe).await {
+            Ok(Ok(Ok(_))) => ping(),
+            Ok(Ok(Err(e))) => {
+                tracing::error!(error = %e, "watchdog: cannot stat data_dir or state_dir; not pinging")
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "watchdog: probe failed; not pinging"),
+            Err(_) => tracing::error!(
+                "watchdog: the file-system thread pool did not answer within {} ms; not pinging",
+                (interval / 2).as_millis()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn the_watchdog_pings_only_while_the_file_system_pool_answers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = crate::config::Config {
+            data_dir: dir.path().join("data"),
+            state_dir: dir.path().join("state"),
+            ..crate::config::Config::default()
+        };
+        let state = Arc::new(AppState::new(config).expect("state"));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let pings = Arc::new(AtomicUsize::new(0));
+        runtime.block_on(async {
+            let counted = pings.clone();
+            tokio::spawn(watchdog_with(
+                Duration::from_millis(100),
+                state,
+                move || {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                },
+            ));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(pings.load(Ordering::SeqCst) >= 2, "pings while healthy");
+            // A hung disk: the pool's only thread is stuck.
+            let hung =
+                tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(700)));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let before = pings.load(Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert_eq!(
+                pings.load(Ordering::SeqCst),
+                before,
+                "no ping while the pool is stuck"
+            );
+            hung.await.expect("join");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(pings.load(Ordering::SeqCst) > before, "pings again");
+        });
     }
 }

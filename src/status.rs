@@ -396,7 +396,7 @@ pub(crate) fn human_secs(secs: i64) -> String {
 /// Text from a logger, fit for a terminal cell: control characters
 /// escaped, at most `max` characters.
 fn cell(text: &str, max: usize) -> String {
-    let shown = crate::actions::printable(text, max + 1);
+    let shown = crate::logging::printable(text, max + 1);
     if shown.chars().count() > max {
         let mut cut: String = shown.chars().take(max.saturating_sub(1)).collect();
         cut.push('…');

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use common::{Daemon, archive_files, doc, doc_of_len, files_under, is_root};
+use common::{Daemon, archive_files, dlsrv_command, doc, doc_of_len, files_under, is_root};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
@@ -713,6 +713,9 @@ impl CurlReply {
     }
 }
 
+/// The database `install.sh --export-to flood` is given: nothing listens there.
+const FEED_URL: &str = "postgresql://loader@127.0.0.1:9/hydro?connect_timeout=2";
+
 /// `DESTDIR=… install.sh` lays out the whole kit without touching the system.
 fn staged_install() -> tempfile::TempDir {
     let dest = tempfile::tempdir().expect("tempdir");
@@ -732,6 +735,7 @@ fn staged_install() -> tempfile::TempDir {
             "0000452891",
         ])
         .args(["--add-operator", OPERATOR])
+        .args(["--export-to", "flood", FEED_URL])
         .env("DESTDIR", dest.path())
         .env("LOGGER_PASSWORD", PASSWORD)
         .env("OPERATOR_PASSWORD", "0perator!"));
@@ -939,11 +943,16 @@ fn staged_units_verify_and_are_sandboxed() {
         let text = text.replace("/usr/local/bin/dlsrv", &binary.display().to_string());
         fs::write(units.path().join(unit), text).expect("write");
     }
-    for unit in ["dlsrv-report.service", "dlsrv-report.timer"] {
+    for (unit, as_name) in [
+        ("dlsrv-report.service", "dlsrv-report.service"),
+        ("dlsrv-report.timer", "dlsrv-report.timer"),
+        // A template is verified as an instance of it.
+        ("dlsrv-export@.service", "dlsrv-export@flood.service"),
+    ] {
         let text =
             fs::read_to_string(dest.path().join("etc/systemd/system").join(unit)).expect("unit");
         fs::write(
-            units.path().join(unit),
+            units.path().join(as_name),
             text.replace("/usr/local/bin/dlsrv", &binary.display().to_string()),
         )
         .expect("write");
@@ -953,7 +962,8 @@ fn staged_units_verify_and_are_sandboxed() {
         .arg(units.path().join("dlsrv.socket"))
         .arg(units.path().join("dlsrv.service"))
         .arg(units.path().join("dlsrv-report.service"))
-        .arg(units.path().join("dlsrv-report.timer")));
+        .arg(units.path().join("dlsrv-report.timer"))
+        .arg(units.path().join("dlsrv-export@flood.service")));
     let complaints = String::from_utf8_lossy(&out.stderr);
     assert!(
         !complaints.contains("dlsrv"),
@@ -971,6 +981,68 @@ fn staged_units_verify_and_are_sandboxed() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure in:\n{report}"));
     assert!(exposure <= 2.0, "exposure {exposure} > 2.0:\n{report}");
+
+    // The feed's unit: sandboxed as the service, but it may reach its database.
+    let out = run(Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(units.path().join("dlsrv-export@flood.service")));
+    let report = String::from_utf8_lossy(&out.stdout);
+    let exposure: f64 = report
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for dlsrv-export@flood.service:")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure in:\n{report}"));
+    assert!(exposure <= 3.0, "exposure {exposure} > 3.0:\n{report}");
+}
+
+#[test]
+fn export_to_writes_the_feeds_settings_which_the_feed_reads() {
+    use std::os::unix::fs::PermissionsExt;
+    let dest = staged_install();
+    let settings = dest.path().join("etc/dlsrv/export/flood.toml");
+    let text = fs::read_to_string(&settings).expect("the feed's settings");
+    assert!(text.contains("format = \"postgres\""), "{text}");
+    assert!(
+        text.contains(&format!("database = \"{FEED_URL}\"")),
+        "{text}"
+    );
+    let mode = fs::metadata(&settings).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "the URL may hold a password");
+    let unit = fs::read_to_string(dest.path().join("etc/systemd/system/dlsrv-export@.service"))
+        .expect("unit");
+    assert!(unit.contains("--follow %i --settings /etc/dlsrv/export/%i.toml"));
+    assert!(unit.contains("Restart=on-failure"));
+    // The feed as the unit runs it: it reads the settings, finds its
+    // database down, says so once, keeps trying, and stops on SIGTERM.
+    let dirs = tempfile::tempdir().expect("tempdir");
+    fs::create_dir_all(dirs.path().join("data")).expect("data");
+    let child = dlsrv_command()
+        .args(["export", "--follow", "flood", "--settings"])
+        .arg(&settings)
+        .env("DLSRV_DATA_DIR", dirs.path().join("data"))
+        .env("DLSRV_STATE_DIR", dirs.path().join("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the feed");
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let out = child.wait_with_output().expect("wait");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(
+        log.matches("export feed cannot deliver").count(),
+        1,
+        "{log}"
+    );
 }
 
 #[test]

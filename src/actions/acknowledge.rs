@@ -18,7 +18,6 @@ use super::{Delivered, Kind, Spec};
 use crate::queue::AckOutcome;
 
 pub(crate) const SPEC: Spec = Spec {
-    name: "acknowledge",
     kind: Kind::Document {
         root: "Response",
         after_store,
@@ -45,7 +44,7 @@ fn after_store(d: &Delivered<'_>) -> io::Result<()> {
         crate::queue::record_acks(&d.state.store, station, acks, d.received, d.duplicate)?;
     let (mut ok, mut failed, mut unknown) = (0usize, 0usize, 0usize);
     for (i, (ack, outcome)) in acks.iter().zip(&outcomes).enumerate() {
-        let ack_id = super::printable(&ack.ack_id, 64);
+        let ack_id = crate::logging::printable(&ack.ack_id, 64);
         let ack_id = ack_id.as_str();
         let logged = i < LOGGED;
         match outcome {
@@ -62,8 +61,8 @@ fn after_store(d: &Delivered<'_>) -> io::Result<()> {
             AckOutcome::Recorded { id } | AckOutcome::Known { id } => {
                 failed += 1;
                 if logged {
-                    let status = super::printable(&ack.status, 16);
-                    let reason = super::printable(&ack.reason, 512);
+                    let status = crate::logging::printable(&ack.status, 16);
+                    let reason = crate::logging::printable(&ack.reason, 512);
                     tracing::warn!(
                         ack_id,
                         command = id.as_str(),

@@ -13,12 +13,10 @@ use crate::response::{self, Body};
 use crate::state::AppState;
 
 pub(crate) const CONFIGURATION: Spec = Spec {
-    name: "getconfiguration",
     kind: Kind::Download,
 };
 
 pub(crate) const FIRMWARE: Spec = Spec {
-    name: "getfirmware",
     kind: Kind::Download,
 };
 
@@ -29,7 +27,7 @@ pub(crate) async fn handle(
     log: &mut RequestLog,
 ) -> Result<(Response<Body>, Outcome), RequestError> {
     let (station, url_path) = (station.to_owned(), path.to_owned());
-    let (file, content) = crate::routes::blocking(state, move |state| {
+    let (file, content) = crate::state::blocking(state, move |state| {
         let file = crate::downloads::resolve_for(&state.config.downloads_dir, &station, &url_path)?;
         let content = std::fs::read(&file).map_err(|_| RequestError::NotFound)?;
         Ok::<_, RequestError>((file, content))

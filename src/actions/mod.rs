@@ -1,6 +1,6 @@
 //! The actions of the logger protocol, one file each, behind one dispatch
-//! ([`Action::spec`]). Adding an action means a variant here, its arm in
-//! `spec`, and its file.
+//! ([`Action::spec`]). Adding an action means its variant and name in
+//! [`crate::request::Action`], its arm in `spec`, and its file.
 //!
 //! | action | file | what it does |
 //! | --- | --- | --- |
@@ -18,34 +18,18 @@ pub(crate) mod sendalarm;
 pub(crate) mod senddata;
 pub(crate) mod upload;
 
-use std::fmt;
 use std::io;
 
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::error::RequestError;
-use crate::request::StationId;
+use crate::request::{Action, StationId};
 use crate::state::AppState;
 use crate::xml::Document;
-
-/// What a request asks for. Its name is also the archive's top directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Action {
-    SendData,
-    SendAlarm,
-    RequestCommand,
-    Acknowledge,
-    SendConfiguration,
-    SendFirmware,
-    GetConfiguration,
-    GetFirmware,
-}
 
 /// Everything that tells one action from another.
 #[derive(Debug)]
 pub(crate) struct Spec {
-    pub(crate) name: &'static str,
     pub(crate) kind: Kind,
 }
 
@@ -81,19 +65,10 @@ pub(crate) struct Delivered<'a> {
     pub(crate) duplicate: bool,
 }
 
+// The action itself (its name, parsing it) is in `request`, below every
+// module that names one; what each action does is here.
 impl Action {
-    pub(crate) const ALL: [Action; 8] = [
-        Action::SendData,
-        Action::SendAlarm,
-        Action::RequestCommand,
-        Action::Acknowledge,
-        Action::SendConfiguration,
-        Action::SendFirmware,
-        Action::GetConfiguration,
-        Action::GetFirmware,
-    ];
-
-    /// The one place that says what each action is.
+    /// The one place that says what each action does.
     pub(crate) fn spec(self) -> &'static Spec {
         match self {
             Action::SendData => &senddata::SPEC,
@@ -105,17 +80,6 @@ impl Action {
             Action::GetConfiguration => &download::CONFIGURATION,
             Action::GetFirmware => &download::FIRMWARE,
         }
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        self.spec().name
-    }
-
-    pub(crate) fn parse(raw: &[u8]) -> Result<Action, RequestError> {
-        Action::ALL
-            .into_iter()
-            .find(|a| a.name().as_bytes().eq_ignore_ascii_case(raw))
-            .ok_or_else(|| RequestError::UnknownAction(String::from_utf8_lossy(raw).into_owned()))
     }
 
     /// The method a logger uses for this action.
@@ -144,25 +108,6 @@ impl Action {
     }
 }
 
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Control characters of what a client sent, escaped for a log line.
-pub(crate) fn printable(text: &str, max_chars: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max_chars));
-    for c in text.chars().take(max_chars) {
-        if c.is_control() && c != ' ' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +132,5 @@ mod tests {
         );
         assert_eq!(Action::RequestCommand.method(), hyper::Method::GET);
         assert!(Action::parse(b"../senddata").is_err());
-        assert_eq!(printable("a\nb\u{1b}[31m", 100), "a\\nb\\u{1b}[31m");
     }
 }

@@ -16,7 +16,6 @@ use crate::response::{self, Body};
 use crate::state::AppState;
 
 pub(crate) const SPEC: Spec = Spec {
-    name: "requestcommand",
     kind: Kind::Command,
 };
 
@@ -26,9 +25,9 @@ pub(crate) async fn handle(
     log: &mut RequestLog,
 ) -> Result<(Response<Body>, Outcome), RequestError> {
     // Handing out writes to the queue: not when the disk is nearly full.
-    crate::routes::room_to_write(state).await?;
+    crate::state::room_to_write(state).await?;
     let station = query.station.to_string();
-    let taken = crate::routes::blocking(state, move |state| {
+    let taken = crate::state::blocking(state, move |state| {
         let timeout = std::time::Duration::from_secs(state.config.command_ack_timeout_secs);
         crate::queue::take_next(&state.store, &station, Utc::now(), timeout)
             .map_err(RequestError::store)

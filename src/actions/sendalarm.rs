@@ -6,7 +6,6 @@ use std::io;
 use super::{Delivered, Kind, Spec};
 
 pub(crate) const SPEC: Spec = Spec {
-    name: "sendalarm",
     kind: Kind::Document {
         root: "AlarmMessage",
         after_store,
@@ -21,7 +20,7 @@ fn after_store(d: &Delivered<'_>) -> io::Result<()> {
         return Ok(());
     }
     let station = d.station.as_str();
-    let alarm = super::printable(&crate::xml::text(d.body), MAX_CHARS);
+    let alarm = crate::logging::printable(&crate::xml::text(d.body), MAX_CHARS);
     tracing::error!(
         alarm = alarm.as_str(),
         "alarm from station {station}: {alarm}"

@@ -9,7 +9,6 @@ use std::io;
 use super::{Delivered, Kind, Spec};
 
 pub(crate) const SPEC: Spec = Spec {
-    name: "senddata",
     kind: Kind::Document {
         root: "StationDataList",
         after_store,
@@ -37,10 +36,10 @@ fn after_store(d: &Delivered<'_>) -> io::Result<()> {
         let named: Vec<String> = others
             .iter()
             .take(NAMED)
-            .map(|s| super::printable(s, 64))
+            .map(|s| crate::logging::printable(s, 64))
             .collect();
         tracing::warn!(
-            document_station_id = super::printable(first, 64).as_str(),
+            document_station_id = crate::logging::printable(first, 64).as_str(),
             foreign_station_ids = others.len(),
             "document names {} other station(s) than the query's {station} ({}{}); stored under {station}",
             others.len(),

@@ -4,12 +4,6 @@
 
 use super::{Kind, Spec};
 
-pub(crate) const CONFIGURATION: Spec = Spec {
-    name: "sendconfiguration",
-    kind: Kind::Upload,
-};
+pub(crate) const CONFIGURATION: Spec = Spec { kind: Kind::Upload };
 
-pub(crate) const FIRMWARE: Spec = Spec {
-    name: "sendfirmware",
-    kind: Kind::Upload,
-};
+pub(crate) const FIRMWARE: Spec = Spec { kind: Kind::Upload };

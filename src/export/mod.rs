@@ -36,8 +36,8 @@ use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, ValueEnum};
 
-use crate::cli::ConfigArg;
 use crate::config::Config;
+use crate::config::ConfigArg;
 use crate::durable::AtomicFile;
 use crate::layout::{self, ArchiveReader};
 use encode::{Encoded, Spec};
@@ -349,7 +349,7 @@ pub(crate) fn run(config: &Config, args: &ExportArgs) -> anyhow::Result<u8> {
         }
         None => (files::from_archive(work.path(), &reader, &wanted)?, None),
     };
-    let bar = crate::cli::progress_bar(std::io::stderr().is_terminal(), list.count, "files");
+    let bar = crate::console::progress_bar(std::io::stderr().is_terminal(), list.count, "files");
     let mut database = match (args.format, &args.database) {
         (Format::Postgres, Some(url)) => {
             let mut target = postgres::Target::connect(url, args.events)?;

@@ -295,9 +295,8 @@ impl Sorter {
             inputs.push(Some(tx));
             outputs.push(rx);
         }
-        let inputs: Vec<
-            std::sync::Mutex<Option<std::sync::mpsc::SyncSender<anyhow::Result<Vec<u8>>>>>,
-        > = inputs.into_iter().map(std::sync::Mutex::new).collect();
+        let inputs: Vec<std::sync::Mutex<Option<ChunkSender>>> =
+            inputs.into_iter().map(std::sync::Mutex::new).collect();
         let collapsed = std::sync::atomic::AtomicU64::new(0);
         std::thread::scope(|scope| -> anyhow::Result<()> {
             for _ in 0..threads {
@@ -345,6 +344,9 @@ impl Sorter {
         Ok(())
     }
 }
+
+/// Where a group's thread sends its merged records.
+type ChunkSender = std::sync::mpsc::SyncSender<anyhow::Result<Vec<u8>>>;
 
 /// Chunks of merged records a group's thread may have ready.
 const MERGE_CHUNKS_AHEAD: usize = 4;
@@ -413,7 +415,7 @@ fn merge_group(
     files: &[File],
     parts: &[(usize, std::ops::Range<u64>)],
     all_copies: bool,
-    tx: &std::sync::mpsc::SyncSender<anyhow::Result<Vec<u8>>>,
+    tx: &ChunkSender,
 ) -> anyhow::Result<u64> {
     let mut readers: Vec<Part<'_>> = Vec::with_capacity(parts.len());
     for (run, range) in parts {
