@@ -78,6 +78,19 @@ fn check_config_prints_effective_values_and_names_bad_keys() {
     assert!(!out.status.success());
     assert!(stderr.contains("temp_suffix"), "{stderr}");
 
+    // A logins file that does not parse: check-config reads it as the
+    // service will, and names the line (a file means station_access "map").
+    let logins = dir.path().join("logins.toml");
+    std::fs::write(&logins, "[logins]\nx = []\n").expect("write");
+    std::fs::write(
+        &file,
+        format!("data_dir = \"/srv/ott\"\nlogins_file = {:?}\n", logins),
+    )
+    .expect("write");
+    let (out, _, stderr) = output(dlsrv().args(["check-config", "--config"]).arg(&file));
+    assert!(!out.status.success());
+    assert!(stderr.contains("line 2"), "{stderr}");
+
     let (out, _, stderr) =
         output(dlsrv().args(["check-config", "--config", "/nonexistent/dlsrv.toml"]));
     assert!(!out.status.success());

@@ -460,7 +460,7 @@ struct Done {
 }
 
 /// Bodies handed out ahead of the one being sorted, per reading thread.
-const AHEAD_PER_THREAD: u64 = 16;
+const AHEAD_PER_THREAD: u64 = 8;
 
 /// Reads the bodies `files` gives, in parallel, sorts each station's
 /// records and writes them to `sink`. `files` calls its argument with each

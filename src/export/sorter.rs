@@ -93,7 +93,8 @@ impl Batch {
             });
             at += rec.len();
         }
-        self.bytes += chunk.len();
+        // What the chunk holds in memory, not only what it uses.
+        self.bytes += chunk.capacity();
         self.chunks.push(chunk);
         Ok(())
     }
@@ -205,7 +206,7 @@ impl Sorter {
 
     /// Adds the records of one body (after the bodies received before it).
     pub(super) fn push(&mut self, chunk: Vec<u8>) -> anyhow::Result<()> {
-        if self.batch.bytes > 0 && self.batch.bytes + chunk.len() > self.budget {
+        if self.batch.bytes > 0 && self.batch.bytes + chunk.capacity() > self.budget {
             self.spill()?;
         }
         self.batch.push(chunk)
