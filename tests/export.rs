@@ -859,3 +859,57 @@ fn a_reader_that_stops_early_ends_the_export_quietly_and_leaves_the_cursor() {
     assert_eq!(text(&all.stdout).lines().count(), 3001);
     assert!(cursor.exists());
 }
+
+#[test]
+fn values_without_a_time_are_each_exported_never_taken_for_copies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // As in a public netDL demo document: a channel with a timed and an
+    // untimed value, and one whose two values have no `t` at all.
+    let body = b"<?xml version=\"1.0\" encoding=\"utf-8\"?>
+<StationDataList><StationData stationId=\"D1\" name=\"Demo\" timezone=\"+01:00\">
+<ChannelData channelId=\"0010\" name=\"Level\" unit=\"cm\"><Values><VT t=\"2025-04-22T13:00:00\">25.2</VT><VT>35.2</VT></Values></ChannelData>
+<ChannelData channelId=\"0020\" name=\"Temp\" unit=\"C\"><Values><VT>7.1</VT><VT>7.3</VT></Values></ChannelData>
+</StationData></StationDataList>";
+    place(&data, "D1", Utc::now() - Duration::hours(2), body);
+    let out = export(dir.path(), &["--format", "csv"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rows = csv_rows(&out.stdout);
+    let values: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["channel_id"].as_str(),
+                r["time_utc"].as_str(),
+                r["value"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        values,
+        [
+            ("0010", "2025-04-22T12:00:00Z", "25.2"),
+            ("0010", "", "35.2"),
+            ("0020", "", "7.1"),
+            ("0020", "", "7.3"),
+        ],
+        "each value without a time kept, in the order received"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("3 values without a usable time"),
+        "a warning naming the body: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "0 duplicates collapsed, 3 values without a time (each kept, none collapsed)"
+        ),
+        "{stderr}"
+    );
+    // The same body again (a resend): its timed value collapses, the
+    // untimed ones are each kept.
+    place(&data, "D1", Utc::now() - Duration::hours(1), body);
+    let out = export(dir.path(), &["--format", "csv"]);
+    assert_eq!(csv_rows(&out.stdout).len(), 1 + 6);
+    assert!(text(&out.stderr).contains("1 duplicates collapsed, 6 values without a time"));
+}
