@@ -1,6 +1,7 @@
 //! The status page in a real headless browser (Debian's `chromium`,
 //! installed by `.ci/test`), loaded from the real service through a plain
-//! TCP-to-socket relay: it loads without console errors, highlights the
+//! TCP-to-socket relay (driven over the DevTools protocol on a pipe): it
+//! loads without console messages, highlights the
 //! late stations, draws one sparkline point per day with data, and its
 //! screenshots (desktop and phone) are written under `target/` for people
 //! to look at.
@@ -37,13 +38,29 @@ struct Loaded {
     console: Vec<String>,
 }
 
-/// Loads `url` in headless chromium: its DOM after load and its console
-/// messages; with `screenshot`, also a PNG of `size`.
-async fn chromium(url: &str, screenshot: Option<(&Path, &str)>) -> Loaded {
-    let url = url.to_owned();
-    let shot = screenshot.map(|(p, s)| (p.to_path_buf(), s.to_owned()));
-    tokio::task::spawn_blocking(move || {
-        let profile = tempfile::tempdir().expect("profile");
+/// Chromium driven over the DevTools protocol on a pipe
+/// (`--remote-debugging-pipe`: commands in on fd 3, answers and events out
+/// on fd 4, each a JSON object ended by a NUL byte). Chromium no longer
+/// prints a page's console messages on stderr, so they are taken from the
+/// protocol's own events.
+struct Browser {
+    child: std::process::Child,
+    to: std::fs::File,
+    from: std::sync::mpsc::Receiver<serde_json::Value>,
+    next_id: u64,
+    session: Option<String>,
+    /// Console messages, exceptions and log entries seen so far.
+    console: Vec<String>,
+    loaded: bool,
+}
+
+impl Browser {
+    fn start(profile: &Path) -> Browser {
+        use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+        use std::os::unix::process::CommandExt;
+        let (cmd_r, cmd_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        let (cmd_r_fd, out_w_fd) = (cmd_r.as_raw_fd(), out_w.as_raw_fd());
         let mut cmd = Command::new("chromium");
         cmd.args([
             "--headless",
@@ -51,37 +68,218 @@ async fn chromium(url: &str, screenshot: Option<(&Path, &str)>) -> Loaded {
             "--disable-gpu",
             "--no-first-run",
             "--hide-scrollbars",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=3000",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--remote-debugging-pipe",
         ])
-        .arg(format!("--user-data-dir={}", profile.path().display()));
-        match &shot {
-            Some((path, size)) => {
-                cmd.arg(format!("--screenshot={}", path.display()))
-                    .arg(format!("--window-size={size}"));
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("about:blank")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        // SAFETY: only dup2 (async-signal-safe) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if nix::libc::dup2(cmd_r_fd, 3) < 0 || nix::libc::dup2(out_w_fd, 4) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("chromium: {e} (run .ci/test to install it)"));
+        drop(cmd_r);
+        drop(out_w);
+        // SAFETY: the fds are ours, moved into the files.
+        let to = unsafe { std::fs::File::from_raw_fd(cmd_w.into_raw_fd()) };
+        let mut out = unsafe { std::fs::File::from_raw_fd(out_r.into_raw_fd()) };
+        let (tx, from) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 65536];
+            while let Ok(n) = out.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(end) = buf.iter().position(|&b| b == 0) {
+                    let message: Vec<u8> = buf.drain(..=end).collect();
+                    if let Ok(v) = serde_json::from_slice(&message[..end])
+                        && tx.send(v).is_err()
+                    {
+                        return;
+                    }
+                }
             }
-            None => {
-                cmd.arg("--dump-dom");
+        });
+        Browser {
+            child,
+            to,
+            from,
+            next_id: 0,
+            session: None,
+            console: Vec::new(),
+            loaded: false,
+        }
+    }
+
+    /// Notes an event.
+    fn event(&mut self, v: &serde_json::Value) {
+        let params = &v["params"];
+        match v["method"].as_str() {
+            Some("Runtime.consoleAPICalled") => self.console.push(format!(
+                "console.{}: {}",
+                params["type"].as_str().unwrap_or(""),
+                params["args"]
+            )),
+            Some("Runtime.exceptionThrown") => {
+                self.console
+                    .push(format!("exception: {}", params["exceptionDetails"]));
+            }
+            Some("Log.entryAdded") => self.console.push(format!(
+                "log {}: {}",
+                params["entry"]["level"].as_str().unwrap_or(""),
+                params["entry"]["text"]
+            )),
+            Some("Page.loadEventFired") => self.loaded = true,
+            _ => {}
+        }
+    }
+
+    /// Sends a command (to the page's session once attached) and returns its result.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use std::io::Write;
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut message = serde_json::json!({ "id": id, "method": method, "params": params });
+        if let Some(session) = &self.session {
+            message["sessionId"] = serde_json::Value::String(session.clone());
+        }
+        let mut bytes = serde_json::to_vec(&message).expect("json");
+        bytes.push(0);
+        self.to.write_all(&bytes).expect("write to chromium");
+        loop {
+            let v = self
+                .from
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("chromium did not answer {method}: {e}"));
+            if v["id"].as_u64() == Some(id) {
+                assert!(v["error"].is_null(), "{method}: {}", v["error"]);
+                return v["result"].clone();
+            }
+            self.event(&v);
+        }
+    }
+
+    /// Takes events for `d`.
+    fn wait(&mut self, d: std::time::Duration) {
+        let until = std::time::Instant::now() + d;
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            match self.from.recv_timeout(left) {
+                Ok(v) => self.event(&v),
+                Err(_) => break,
             }
         }
-        let out = cmd
-            .arg(&url)
-            .output()
-            .unwrap_or_else(|e| panic!("chromium: {e} (run .ci/test to install it)"));
-        assert!(
-            out.status.success(),
-            "chromium failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Standard base64, as the protocol sends a screenshot.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().filter_map(value) {
+        acc = (acc << 6) | c;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// Loads `url` in headless chromium: its DOM after load and its console
+/// messages; with `screenshot`, also a PNG of `size` (`width,height`).
+async fn chromium(url: &str, screenshot: Option<(&Path, &str)>) -> Loaded {
+    let url = url.to_owned();
+    let shot = screenshot.map(|(p, s)| (p.to_path_buf(), s.to_owned()));
+    tokio::task::spawn_blocking(move || {
+        let profile = tempfile::tempdir().expect("profile");
+        let mut b = Browser::start(profile.path());
+        let target = b.call(
+            "Target.createTarget",
+            serde_json::json!({ "url": "about:blank" }),
         );
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let session = b.call(
+            "Target.attachToTarget",
+            serde_json::json!({ "targetId": target["targetId"], "flatten": true }),
+        );
+        b.session = session["sessionId"].as_str().map(str::to_owned);
+        for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
+            b.call(domain, serde_json::json!({}));
+        }
+        if let Some((_, size)) = &shot {
+            let (w, h) = size.split_once(',').expect("width,height");
+            b.call(
+                "Emulation.setDeviceMetricsOverride",
+                serde_json::json!({
+                    "width": w.parse::<u32>().expect("width"),
+                    "height": h.parse::<u32>().expect("height"),
+                    "deviceScaleFactor": 1,
+                    "mobile": false
+                }),
+            );
+        }
+        b.call("Page.navigate", serde_json::json!({ "url": url }));
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !b.loaded && std::time::Instant::now() < until {
+            b.wait(std::time::Duration::from_millis(100));
+        }
+        assert!(b.loaded, "{url} did not load");
+        // Late messages (a script run after load) have a moment to come.
+        b.wait(std::time::Duration::from_millis(500));
+        let dom = b.call(
+            "Runtime.evaluate",
+            serde_json::json!({
+                "expression": "document.documentElement.outerHTML",
+                "returnByValue": true
+            }),
+        );
+        let dom = dom["result"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if let Some((path, _)) = &shot {
+            let png = b.call(
+                "Page.captureScreenshot",
+                serde_json::json!({ "format": "png" }),
+            );
+            let data = base64_decode(png["data"].as_str().expect("screenshot data"));
+            std::fs::write(path, data).expect("write the screenshot");
+        }
         Loaded {
-            dom: String::from_utf8_lossy(&out.stdout).into_owned(),
-            console: stderr
-                .lines()
-                .filter(|l| l.contains(":CONSOLE"))
-                .map(str::to_owned)
-                .collect(),
+            dom,
+            console: std::mem::take(&mut b.console),
         }
     })
     .await
