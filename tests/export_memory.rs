@@ -201,10 +201,10 @@ fn one_stations_long_history_is_exported_in_128_mib() {
         return;
     };
     assert_eq!(rows, 912_000);
-    eprintln!(
+    common::figure(&format!(
         "export memory: one station, {rows} rows: peak RSS {} MiB (limit 128)",
         maxrss >> 20
-    );
+    ));
 }
 
 #[test]
@@ -217,10 +217,10 @@ fn resends_of_the_same_values_every_copy_are_exported_in_128_mib() {
         return;
     };
     assert_eq!(rows, 912_000, "every copy");
-    eprintln!(
+    common::figure(&format!(
         "export memory: 1,000 resends, --all-copies, {rows} rows: peak RSS {} MiB (limit 128)",
         maxrss >> 20
-    );
+    ));
     // Collapsed: one row per value, the most recently received.
     let out = dlsrv_command()
         .args(["export", "--format", "csv", "--sort-buffer-mib=1"])

@@ -225,12 +225,12 @@ async fn the_feed_delivers_every_body_once_within_seconds_through_three_kills() 
     assert_eq!(latencies.len(), sent.len(), "every body delivered");
     let p99 = p99(latencies.clone());
     let max = latencies.iter().max().copied().unwrap_or_default();
-    eprintln!(
+    common::figure(&format!(
         "follow: {} bodies at 100/s for 60 s, 3 kills of the feed: delivery after the 200 p99 {} ms, max {} ms",
         sent.len(),
         p99.as_millis(),
         max.as_millis()
-    );
+    ));
     assert!(p99 <= Duration::from_secs(5), "p99 {p99:?}");
     assert_exactly_once(&pg, &server, &sources);
     // SIGTERM: the feed finishes what it does and stops, 0.
@@ -316,7 +316,7 @@ async fn the_feed_waits_out_a_database_outage_loses_nothing_and_its_lag_shows_it
         let (sent, ()) = tokio::join!(sent, watch);
         let lags = lags.lock().expect("lock").clone();
         let max = lags.iter().copied().fold(0.0, f64::max);
-        eprintln!("follow: lag during a 30 s database outage peaked at {max:.1} s");
+        common::figure(&format!("follow: lag during a 30 s database outage peaked at {max:.1} s"));
         assert!(max >= 20.0, "the lag rose during the outage: {lags:?}");
         sent
     };

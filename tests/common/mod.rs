@@ -534,3 +534,18 @@ pub fn synthetic_archive(data: &Path, now: chrono::DateTime<chrono::Utc>) -> usi
     }
     files
 }
+
+/// A measured figure: printed, and appended to `target/tmp/figures.txt`,
+/// which `.ci/test` shows at the end (a passing test's output is not).
+pub fn figure(line: &str) {
+    use std::io::Write;
+    eprintln!("{line}");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
