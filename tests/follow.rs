@@ -316,7 +316,9 @@ async fn the_feed_waits_out_a_database_outage_loses_nothing_and_its_lag_shows_it
         let (sent, ()) = tokio::join!(sent, watch);
         let lags = lags.lock().expect("lock").clone();
         let max = lags.iter().copied().fold(0.0, f64::max);
-        common::figure(&format!("follow: lag during a 30 s database outage peaked at {max:.1} s"));
+        common::figure(&format!(
+            "follow: lag during a 30 s database outage peaked at {max:.1} s"
+        ));
         assert!(max >= 20.0, "the lag rose during the outage: {lags:?}");
         sent
     };

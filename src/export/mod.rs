@@ -487,23 +487,26 @@ fn pipeline(
     std::thread::scope(|scope| {
         for _ in 0..threads {
             let (job_rx, done_tx) = (&job_rx, done_tx.clone());
-            scope.spawn(move || {
-                loop {
-                    let next = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    let Ok(Job { seq, file }) = next else { break };
-                    let result = files::read_body(data_dir, &file.path).and_then(|body| {
-                        let info = Arc::new(FileInfo {
-                            received: file.received,
-                            received_utc: layout::rfc3339_seconds(file.received),
-                            source: file.path.clone(),
+            let reader = std::thread::Builder::new().name("dlsrv-read".into());
+            reader
+                .spawn_scoped(scope, move || {
+                    loop {
+                        let next = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(Job { seq, file }) = next else { break };
+                        let result = files::read_body(data_dir, &file.path).and_then(|body| {
+                            let info = Arc::new(FileInfo {
+                                received: file.received,
+                                received_utc: layout::rfc3339_seconds(file.received),
+                                source: file.path.clone(),
+                            });
+                            encode::body(spec, &info, &body)
                         });
-                        encode::body(spec, &info, &body)
-                    });
-                    if done_tx.send(Done { seq, file, result }).is_err() {
-                        break;
+                        if done_tx.send(Done { seq, file, result }).is_err() {
+                            break;
+                        }
                     }
-                }
-            });
+                })
+                .context("cannot start a reading thread")?;
         }
         drop(done_tx);
         let mut run = Run {

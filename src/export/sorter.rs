@@ -303,22 +303,25 @@ impl Sorter {
             for _ in 0..threads {
                 let (next, groups, files, inputs, collapsed) =
                     (&next, &groups, &files, &inputs, &collapsed);
-                scope.spawn(move || {
-                    loop {
-                        let g = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let Some(parts) = groups.get(g) else { break };
-                        let tx = inputs[g].lock().unwrap_or_else(|e| e.into_inner()).take();
-                        let Some(tx) = tx else { continue };
-                        match merge_group(files, parts, all_copies, &tx) {
-                            Ok(n) => {
-                                collapsed.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
-                            }
-                            Err(e) => {
-                                let _ = tx.send(Err(e));
+                let merger = std::thread::Builder::new().name("dlsrv-merge".into());
+                merger
+                    .spawn_scoped(scope, move || {
+                        loop {
+                            let g = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let Some(parts) = groups.get(g) else { break };
+                            let tx = inputs[g].lock().unwrap_or_else(|e| e.into_inner()).take();
+                            let Some(tx) = tx else { continue };
+                            match merge_group(files, parts, all_copies, &tx) {
+                                Ok(n) => {
+                                    collapsed.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Err(e));
+                                }
                             }
                         }
-                    }
-                });
+                    })
+                    .context("cannot start a merging thread")?;
             }
             let result = (|| {
                 for rx in &outputs {
@@ -361,22 +364,27 @@ struct Part<'a> {
     end: u64,
     buf: Vec<u8>,
     pos: usize,
+    /// The record as written (sharing with the one before).
+    body: Vec<u8>,
+    shared: record::RunReader,
 }
 
 impl Part<'_> {
     /// The next record into `out`; false at the end of the part.
     fn next(&mut self, out: &mut Vec<u8>) -> anyhow::Result<bool> {
-        out.clear();
         let mut len = [0u8; 4];
         if !self.take(&mut len)? {
             return Ok(false);
         }
         let rest = u32::from_le_bytes(len) as usize;
-        out.extend_from_slice(&len);
-        out.resize(4 + rest, 0);
-        if !self.take(&mut out[4..])? {
+        let mut body = std::mem::take(&mut self.body);
+        body.resize(rest, 0);
+        if !self.take(&mut body)? {
             anyhow::bail!("a sort run ends inside a record");
         }
+        let decoded = self.shared.decode(&body, out);
+        self.body = body;
+        decoded.context("a damaged sort run")?;
         Ok(true)
     }
 
@@ -427,6 +435,8 @@ fn merge_group(
             end: range.end,
             buf: Vec::new(),
             pos: 0,
+            body: Vec::new(),
+            shared: record::RunReader::default(),
         });
     }
     let mut heap = BinaryHeap::with_capacity(readers.len());
@@ -487,15 +497,17 @@ fn write_run(
     let mut w = BufWriter::with_capacity(RUN_READ_BUFFER, file);
     let mut written = 0u64;
     let mut groups: Vec<(Vec<u8>, std::ops::Range<u64>)> = Vec::new();
+    let mut shared = record::RunWriter::default();
     let collapsed = batch.drain(all_copies, |rec| {
-        match groups.last_mut() {
-            Some((key, range)) if key.as_slice() == rec.group() => {
-                range.end = written + rec.len() as u64
-            }
-            _ => groups.push((rec.group().to_vec(), written..written + rec.len() as u64)),
+        let same_group = matches!(groups.last(), Some((key, _)) if key.as_slice() == rec.group());
+        if !same_group {
+            shared.new_group();
+            groups.push((rec.group().to_vec(), written..written));
         }
-        rec.write_to_io(&mut w)?;
-        written += rec.len() as u64;
+        written += shared.write(&mut w, &rec)? as u64;
+        if let Some((_, range)) = groups.last_mut() {
+            range.end = written;
+        }
         Ok(())
     })?;
     let file = w
