@@ -158,6 +158,9 @@ struct Totals {
     left_out: u64,
     /// Values without a usable time: each kept.
     timeless: u64,
+    /// Bytes of sort runs written, and the most one station needed.
+    spilled: u64,
+    max_station_spill: u64,
 }
 
 impl Totals {
@@ -176,6 +179,13 @@ impl Totals {
             line.push_str(&format!(
                 ", {} rows left out (no UTC time or no field for this format)",
                 self.left_out
+            ));
+        }
+        if self.spilled > 0 {
+            line.push_str(&format!(
+                ", sorted through {} MB of temporary files (at most {} MB at once)",
+                self.spilled.div_ceil(1_000_000),
+                self.max_station_spill.div_ceil(1_000_000)
             ));
         }
         line
@@ -547,6 +557,8 @@ fn pipeline(
         result?;
         let mut totals = run.totals;
         totals.collapsed = run.sorter.collapsed;
+        totals.spilled = run.sorter.spilled;
+        totals.max_station_spill = run.sorter.max_station_spill;
         Ok(totals)
     })
 }
