@@ -38,7 +38,7 @@ fn body(station: &str, n: usize) -> Vec<u8> {
 }
 
 /// The feed `name` as a process of its own, logging to `log`.
-fn follower(server: &TestServer, args: &[&str], log: &Path) -> Child {
+fn follower(server: &TestServer, args: &[String], log: &Path) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -179,6 +179,19 @@ fn assert_exactly_once(pg: &Cluster, server: &TestServer, sources: &[String]) {
     );
 }
 
+/// A throwaway cluster, the service, the feed's log and its arguments.
+async fn feed_setup() -> Option<(Cluster, TestServer, std::path::PathBuf, Vec<String>)> {
+    let pg = Cluster::start()?;
+    let server = TestServer::start().await;
+    let log = server.dir.path().join("follower.log");
+    let args = ["--follow", "feed", "--format", "postgres", "--database"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([pg.url()])
+        .collect();
+    Some((pg, server, log, args))
+}
+
 fn p99(mut latencies: Vec<Duration>) -> Duration {
     latencies.sort();
     let i = (latencies.len() * 99).div_ceil(100).saturating_sub(1);
@@ -187,20 +200,10 @@ fn p99(mut latencies: Vec<Duration>) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_delivers_every_body_once_within_seconds_through_three_kills() {
-    let Some(pg) = Cluster::start() else {
+    let Some((pg, server, log, args)) = feed_setup().await else {
         return;
     };
-    let server = TestServer::start().await;
-    let log = server.dir.path().join("follower.log");
     let url = pg.url();
-    let args = [
-        "--follow",
-        "feed",
-        "--format",
-        "postgres",
-        "--database",
-        &url,
-    ];
     let mut child = follower(&server, &args, &log);
     let watcher = Watcher::start(url.clone());
     let mut kills = 0;
@@ -279,20 +282,10 @@ async fn lag(server: &TestServer) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_waits_out_a_database_outage_loses_nothing_and_its_lag_shows_it() {
-    let Some(pg) = Cluster::start() else {
+    let Some((pg, server, log, args)) = feed_setup().await else {
         return;
     };
-    let server = TestServer::start().await;
-    let log = server.dir.path().join("follower.log");
     let url = pg.url();
-    let args = [
-        "--follow",
-        "feed",
-        "--format",
-        "postgres",
-        "--database",
-        &url,
-    ];
     let mut child = follower(&server, &args, &log);
     let pg = Arc::new(pg);
     let down = pg.clone();

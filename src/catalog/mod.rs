@@ -85,24 +85,6 @@ CREATE TABLE IF NOT EXISTS catalog_meta (
 );
 ";
 
-/// Schema 2's `transmissions` rebuilt with AUTOINCREMENT, every id kept.
-const TRANSMISSIONS_AUTOINCREMENT: &str = "
-ALTER TABLE transmissions RENAME TO transmissions_v2;
-CREATE TABLE transmissions (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    station_id   TEXT    NOT NULL,
-    action       TEXT    NOT NULL,
-    received_utc TEXT    NOT NULL,
-    path         TEXT    NOT NULL UNIQUE,
-    bytes        INTEGER NOT NULL,
-    sha256       TEXT    NOT NULL,
-    indexed_utc  TEXT    NOT NULL
-);
-INSERT INTO transmissions SELECT * FROM transmissions_v2 ORDER BY id;
-DROP TABLE transmissions_v2;
-CREATE INDEX IF NOT EXISTS transmissions_by_station ON transmissions (station_id, received_utc);
-";
-
 /// Rows that failed to commit are kept for another try, up to this many.
 const MAX_QUEUED_ROWS: usize = 100_000;
 /// How long SQLite waits for another instance's write lock.
@@ -551,7 +533,16 @@ pub(crate) fn open_writable(path: &Path) -> anyhow::Result<Connection> {
             |r| r.get(0),
         )?;
         if plain_ids {
-            tx.execute_batch(TRANSMISSIONS_AUTOINCREMENT)
+            // Schema 2's table rebuilt as SCHEMA says, every id kept (the
+            // index goes with the old table; SCHEMA makes it again below).
+            tx.execute_batch("ALTER TABLE transmissions RENAME TO transmissions_v2;")
+                .and_then(|()| tx.execute_batch(SCHEMA))
+                .and_then(|()| {
+                    tx.execute_batch(
+                        "INSERT INTO transmissions SELECT * FROM transmissions_v2 ORDER BY id;
+                         DROP TABLE transmissions_v2;",
+                    )
+                })
                 .with_context(|| {
                     format!("cannot upgrade the transmissions of {}", path.display())
                 })?;
@@ -842,6 +833,57 @@ fn commit(conn: &mut Connection, rows: &[(u64, Pending)]) -> rusqlite::Result<()
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_schema_2_catalog_gets_ids_never_handed_out_twice_keeping_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("catalog.sqlite3");
+        {
+            // Schema 2's transmissions: a plain INTEGER PRIMARY KEY.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE transmissions (id INTEGER PRIMARY KEY, station_id TEXT NOT NULL,
+                   action TEXT NOT NULL, received_utc TEXT NOT NULL, path TEXT NOT NULL UNIQUE,
+                   bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, indexed_utc TEXT NOT NULL);
+                 CREATE INDEX transmissions_by_station ON transmissions (station_id, received_utc);
+                 INSERT INTO transmissions VALUES
+                   (7, 'S1', 'senddata', '2026-01-01T00:00:00.000000Z', 'a', 1, 'x', 'now'),
+                   (9, 'S1', 'senddata', '2026-01-01T00:01:00.000000Z', 'b', 1, 'x', 'now');
+                 PRAGMA user_version = 2;",
+            )
+            .expect("schema 2");
+        }
+        let conn = open_writable(&path).expect("upgrade");
+        let ids: Vec<i64> = conn
+            .prepare("SELECT id FROM transmissions ORDER BY id")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .expect("ids");
+        assert_eq!(ids, [7, 9], "ids kept");
+        let indexed: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'transmissions_by_station'
+                   AND tbl_name = 'transmissions'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("index");
+        assert_eq!(indexed, 1, "the index on the new table");
+        assert_eq!(catalog_id(&conn).expect("id").len(), 32);
+        // The newest row removed (a vanished file): its id is not handed out again.
+        conn.execute("DELETE FROM transmissions WHERE id = 9", [])
+            .expect("delete");
+        conn.execute(
+            "INSERT INTO transmissions (station_id, action, received_utc, path, bytes, sha256, indexed_utc)
+             VALUES ('S1', 'senddata', 't', 'c', 1, 'x', 'now')",
+            [],
+        )
+        .expect("insert");
+        assert_eq!(max_id(&conn).expect("max"), 10);
+        // And a second open changes nothing.
+        drop(conn);
+        let again = open_writable(&path).expect("reopen");
+        assert_eq!(max_id(&again).expect("max"), 10);
+    }
 
     const AA: &str = "aa00000000000000000000000000000000000000000000000000000000000001";
     const BB: &str = "bb00000000000000000000000000000000000000000000000000000000000002";

@@ -423,51 +423,32 @@ fn deliver(
         }
         Ok(())
     };
-    match target {
+    let mut sink = match target {
         Target::Postgres { .. } => {
             let conn = target.connection()?;
             conn.begin()?;
-            let mut sink = Sink::Postgres {
+            Sink::Postgres {
                 target: conn,
                 buffer: Vec::new(),
-            };
-            let totals = super::pipeline(
-                config,
-                work,
-                &feed.spec,
-                (false, feed.sort_buffer),
-                &mut sink,
-                &bar,
-                files,
-            )?;
-            let Sink::Postgres { target, buffer } = sink else {
-                anyhow::bail!("the sink changed");
-            };
+            }
+        }
+        Target::Stdout => Sink::Text {
+            out: Output::open(None)?,
+            zrxp: false,
+            block: Vec::new(),
+        },
+    };
+    let spec = (false, feed.sort_buffer);
+    let totals = super::pipeline(config, work, &feed.spec, spec, &mut sink, &bar, files)?;
+    match sink {
+        Sink::Postgres { target, buffer } => {
             target.copy(&buffer)?;
             target.commit(Some((&feed.name, held, to)))?;
-            Ok(totals)
         }
-        Target::Stdout => {
-            let mut sink = Sink::Text {
-                out: Output::open(None)?,
-                zrxp: false,
-                block: Vec::new(),
-            };
-            let totals = super::pipeline(
-                config,
-                work,
-                &feed.spec,
-                (false, feed.sort_buffer),
-                &mut sink,
-                &bar,
-                files,
-            )?;
-            if let Sink::Text { out, .. } = sink {
-                out.finish()?;
-            }
-            Ok(totals)
-        }
+        Sink::Text { out, .. } => out.finish()?,
+        Sink::Parquet(_) => anyhow::bail!("a feed does not write Parquet"),
     }
+    Ok(totals)
 }
 
 /// Mirrors the position into `state_dir` for `/metrics` and `dlsrv status`.
