@@ -470,8 +470,8 @@ async fn zrxp_blocks_and_the_line_protocol_as_their_readers_take_them() {
     assert_eq!(value, ["value=F64(-1.25)"]);
 }
 
-#[test]
-fn a_cursor_exports_each_body_exactly_once_and_moves_only_after_a_complete_run() {
+#[tokio::test]
+async fn a_cursor_exports_each_body_exactly_once_and_moves_only_after_a_complete_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let now = Utc::now();
@@ -521,20 +521,37 @@ fn a_cursor_exports_each_body_exactly_once_and_moves_only_after_a_complete_run()
     let held = fs::read_to_string(&cursor).expect("cursor");
     assert!(held.starts_with("position=2\ncatalog="), "{held}");
     // A body stored one second before the run is in it, and so is one
-    // received hours ago whose row came only now (as after a crash): the
-    // cursor follows the catalog's order, not receipt times.
-    place(
-        &data,
-        "S1",
-        Utc::now() - Duration::seconds(1),
-        &body("2026-01-01T03:00:00", "4"),
-    );
+    // received hours ago whose row came only now (as the catch-up after a
+    // crash adds it: here `dlsrv reindex`): the cursor follows the
+    // catalog's order, not receipt times.
     place(
         &data,
         "S1",
         now - Duration::minutes(150),
         &body("2026-01-01T02:00:00", "3"),
     );
+    let reindex = dlsrv_command()
+        .arg("reindex")
+        .env("DLSRV_DATA_DIR", &data)
+        .env("DLSRV_STATE_DIR", dir.path().join("state"))
+        .output()
+        .expect("reindex");
+    assert!(reindex.status.success(), "{}", text(&reindex.stderr));
+    let server = {
+        let mut config = common::test_config(dir.path());
+        config.data_dir = data.clone();
+        config.state_dir = dir.path().join("state");
+        TestServer::start_in(tempfile::tempdir().expect("tempdir"), config).await
+    };
+    let reply = server
+        .post(
+            "/ott/?stationid=S1&action=senddata",
+            &body("2026-01-01T03:00:00", "4"),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    server.stop().await;
+    std::thread::sleep(std::time::Duration::from_secs(1));
     // A run that cannot complete its output does not move the cursor.
     let failed = run(&["--output", "/nonexistent-dir/x.jsonl"]);
     assert_eq!(failed.0, Some(1));
@@ -555,10 +572,15 @@ fn a_cursor_exports_each_body_exactly_once_and_moves_only_after_a_complete_run()
         run(&[]),
         (Some(0), vec!["\"2\"".to_owned(), "\"4\"".to_owned()])
     );
+    let held = fs::read_to_string(&cursor).expect("cursor");
+    let catalog = rusqlite::Connection::open(dir.path().join("state/catalog.sqlite3"))
+        .expect("catalog");
+    let max: i64 = catalog
+        .query_row("SELECT max(id) FROM transmissions", [], |r| r.get(0))
+        .expect("max id");
     assert!(
-        fs::read_to_string(&cursor)
-            .expect("cursor")
-            .starts_with("position=4\n")
+        held.starts_with(&format!("position={max}\n")),
+        "a position again, the catalog's last ({max}): {held}"
     );
     assert_eq!(run(&[]), (Some(0), vec![]));
     let bad_name = export(dir.path(), &["--since-cursor", "../x"]);

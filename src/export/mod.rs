@@ -445,13 +445,29 @@ fn spec_of(args: &ExportArgs) -> Spec {
     }
 }
 
-/// The catalog, its missing rows added first (the catch-up the service
-/// does at start: bodies stored while it was down, or by another tool), so
-/// a position covers every body in the archive; then read-only.
+/// The catalog, to follow its positions; read-only once open. A catalog
+/// of an older dlsrv is upgraded first (as the service does at start), and
+/// an archive without one (copied alone, never served) gets one, filled
+/// from the archive as `dlsrv reindex` would. Rows missing from an existing
+/// catalog (a body stored just before a crash) are the service's catch-up
+/// at its next start, which gives them new positions: a feed or a cursor
+/// takes them then.
 fn open_catalog(config: &Config) -> anyhow::Result<rusqlite::Connection> {
     let path = layout::catalog_path(&config.state_dir);
-    crate::indexer::catch_up(&config.data_dir, &config.temp_suffix, &path, &["senddata"])
-        .with_context(|| format!("cannot bring the catalog {} up to date", path.display()))?;
+    if path.exists() {
+        crate::catalog::open_writable(&path)
+            .with_context(|| format!("cannot open the catalog {}", path.display()))?;
+    } else {
+        std::fs::create_dir_all(&config.state_dir)
+            .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
+        crate::indexer::catch_up(&config.data_dir, &config.temp_suffix, &path, &["senddata"])
+            .with_context(|| {
+                format!(
+                    "cannot fill the catalog {} from the archive",
+                    path.display()
+                )
+            })?;
+    }
     crate::catalog::open_reader(&path)
         .with_context(|| format!("cannot open the catalog {}", path.display()))
 }
