@@ -573,8 +573,8 @@ async fn a_cursor_exports_each_body_exactly_once_and_moves_only_after_a_complete
         (Some(0), vec!["\"2\"".to_owned(), "\"4\"".to_owned()])
     );
     let held = fs::read_to_string(&cursor).expect("cursor");
-    let catalog = rusqlite::Connection::open(dir.path().join("state/catalog.sqlite3"))
-        .expect("catalog");
+    let catalog =
+        rusqlite::Connection::open(dir.path().join("state/catalog.sqlite3")).expect("catalog");
     let max: i64 = catalog
         .query_row("SELECT max(id) FROM transmissions", [], |r| r.get(0))
         .expect("max id");

@@ -18,6 +18,10 @@ pub(super) struct Spec {
     pub(super) channels: Vec<String>,
     pub(super) from: Option<DateTime<Utc>>,
     pub(super) to: Option<DateTime<Utc>>,
+    /// Parquet partitioned by date: the whole export is one sort whose
+    /// keys start with the value's UTC day and the sending station, so
+    /// each day's partition is written once, whole.
+    pub(super) by_date: bool,
 }
 
 /// One body's records and what to say of it.
@@ -50,6 +54,7 @@ pub(super) fn body(spec: &Spec, file: &Arc<FileInfo>, body: &[u8]) -> Result<Enc
             let flags = time_flags(r.row.utc, &r.row.time_local, &mut out.timeless);
             let e = &r.row;
             let mut b = Builder::begin(&mut out.records);
+            date_prefix(spec, &mut out.records, e.utc, file);
             record::key_text(&mut out.records, &e.station.id);
             record::key_text(&mut out.records, &e.channel_id);
             b.group_ends(&out.records);
@@ -75,6 +80,7 @@ pub(super) fn body(spec: &Spec, file: &Arc<FileInfo>, body: &[u8]) -> Result<Enc
             let flags = time_flags(r.row.utc, &r.row.time_local, &mut out.timeless);
             let v = &r.row;
             let mut b = Builder::begin(&mut out.records);
+            date_prefix(spec, &mut out.records, v.utc, file);
             record::key_text(&mut out.records, &v.station.id);
             record::key_text(&mut out.records, &v.channel.id);
             b.group_ends(&out.records);
@@ -94,6 +100,18 @@ pub(super) fn body(spec: &Spec, file: &Arc<FileInfo>, body: &[u8]) -> Result<Enc
         ));
     }
     Ok(out)
+}
+
+/// With [`Spec::by_date`], the key starts with the value's UTC day
+/// (`unknown` without one, after every day) and the sending station.
+fn date_prefix(spec: &Spec, out: &mut Vec<u8>, utc: Option<DateTime<Utc>>, file: &FileInfo) {
+    if spec.by_date {
+        match utc {
+            Some(t) => record::key_text(out, &t.format("%Y-%m-%d").to_string()),
+            None => record::key_text(out, "unknown"),
+        }
+        record::key_text(out, &file.station);
+    }
 }
 
 /// [`NO_COLLAPSE`] for a row without a usable time: no UTC time, and no

@@ -158,6 +158,7 @@ fn settle(args: &ExportArgs, name: &str) -> anyhow::Result<Feed> {
             channels,
             from: args.from,
             to: args.to,
+            by_date: false,
         },
         wanted: Wanted {
             stations,

@@ -194,6 +194,8 @@ impl Totals {
 
 /// The body a row came from.
 pub(super) struct FileInfo {
+    /// The sending station (the body's name).
+    pub(super) station: String,
     pub(super) received: DateTime<Utc>,
     pub(super) received_utc: String,
     pub(super) source: String,
@@ -442,6 +444,7 @@ fn spec_of(args: &ExportArgs) -> Spec {
         channels: args.channels.clone(),
         from: args.from,
         to: args.to,
+        by_date: args.format == Format::Parquet && args.partition == Some(Partition::Date),
     }
 }
 
@@ -521,6 +524,7 @@ fn pipeline(
                         let Ok(Job { seq, file }) = next else { break };
                         let result = files::read_body(data_dir, &file.path).and_then(|body| {
                             let info = Arc::new(FileInfo {
+                                station: file.station.clone(),
                                 received: file.received,
                                 received_utc: layout::rfc3339_seconds(file.received),
                                 source: file.path.clone(),
@@ -541,6 +545,7 @@ fn pipeline(
             bar,
             totals: Totals::default(),
             station: None,
+            by_date: spec.by_date,
             waiting: BTreeMap::new(),
             issued: 0,
             taken: 0,
@@ -587,6 +592,8 @@ struct Run<'a, 'b> {
     totals: Totals,
     /// The sending station being sorted.
     station: Option<String>,
+    /// The whole export is one sort ([`Spec::by_date`]).
+    by_date: bool,
     /// Bodies read ahead of their turn.
     waiting: BTreeMap<u64, Done>,
     issued: u64,
@@ -600,9 +607,16 @@ impl Run<'_, '_> {
         while let Some(done) = self.waiting.remove(&self.taken) {
             self.taken += 1;
             self.bar.inc(1);
-            if self.station.as_deref() != Some(done.file.station.as_str()) {
+            // One sort per sending station; with keys that start with the
+            // day, one sort for the whole export.
+            let unit = if self.by_date {
+                ""
+            } else {
+                done.file.station.as_str()
+            };
+            if self.station.as_deref() != Some(unit) {
                 self.station_done()?;
-                self.station = Some(done.file.station.clone());
+                self.station = Some(unit.to_owned());
             }
             match done.result {
                 Ok(encoded) => {

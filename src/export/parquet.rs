@@ -318,6 +318,8 @@ pub(super) struct ParquetOut {
     writers: BTreeMap<String, ArrowWriter<AtomicFile>>,
     pending: BTreeMap<String, Pending>,
     pending_bytes: usize,
+    /// With `--partition date`: the day being written.
+    day: Option<String>,
     /// Files made per partition so far: a partition closed and met again
     /// (a station named in another's body) gets a file of its own.
     made: BTreeMap<String, usize>,
@@ -357,6 +359,7 @@ impl ParquetOut {
             writers: BTreeMap::new(),
             pending: BTreeMap::new(),
             pending_bytes: 0,
+            day: None,
             made: BTreeMap::new(),
         })
     }
@@ -406,6 +409,12 @@ impl ParquetOut {
     pub(super) fn push(&mut self, payload: &[u8]) -> anyhow::Result<()> {
         let f = Fields::of(payload)?;
         let key = self.key(f.text[0], f.time);
+        // Days come one after the other, each whole (the export sorts by
+        // day first): a new day's first row completes the one before.
+        if self.partition == Some(Partition::Date) && self.day.as_deref() != Some(key.as_str()) {
+            self.close_all()?;
+            self.day = Some(key.clone());
+        }
         let pending = self.pending.entry(key.clone()).or_default();
         pending.bytes.extend_from_slice(payload);
         pending.ends.push(pending.bytes.len());

@@ -122,11 +122,6 @@ pub(super) struct RunWriter {
 }
 
 impl RunWriter {
-    /// The next record starts a group: nothing to share.
-    pub(super) fn new_group(&mut self) {
-        self.has_prev = false;
-    }
-
     /// Writes `rec`; returns the bytes written.
     pub(super) fn write(
         &mut self,

@@ -11,8 +11,12 @@
 //! process ends, however it ends), while the next chunks gather; so memory
 //! holds at most twice the budget. When the station is complete, a station
 //! that never reached the budget is emitted from memory; otherwise the
-//! runs are merged, the older run first among equal keys, so that receipt
-//! order decides between copies everywhere.
+//! runs are merged (one heap over all of them), the older run first among
+//! equal keys, so that receipt order decides between copies everywhere.
+//! At most [`FAN_IN`] runs are merged at once: beyond, the oldest are
+//! merged into one run first. The same holds when the whole export is one
+//! sort (Parquet by date): memory never grows with the number of runs or
+//! of groups.
 //!
 //! Copies (equal keys) collapse to the last one, the most recently
 //! received, unless every copy is wanted; within a run they collapse
@@ -27,9 +31,6 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 
 use super::record::{self, Rec};
-
-/// Bytes read ahead per run while merging.
-const RUN_READ_BUFFER: usize = 128 * 1024;
 
 /// A record in the buffer: the first 16 bytes of its key after the group
 /// (a UTC time is 9: whole), then where it is.
@@ -155,16 +156,23 @@ fn prefix(s: &[u8]) -> u128 {
     u128::from_be_bytes(b)
 }
 
-/// A sorted run: its file and where each group's records are in it.
+/// A sorted run: an unlinked file and the bytes in it.
 #[derive(Debug)]
 struct Run {
     file: File,
-    groups: Vec<(Vec<u8>, std::ops::Range<u64>)>,
+    len: u64,
 }
 
 /// A run being written by a thread of its own: the run, the copies that
 /// went and the bytes written.
-type Spilling = JoinHandle<anyhow::Result<(Run, u64, u64)>>;
+type Spilling = JoinHandle<anyhow::Result<(Run, u64)>>;
+
+/// Runs merged at once, at most (each has a read buffer): more are merged
+/// into one first, the oldest together, so memory stays bounded for any
+/// number of runs.
+const FAN_IN: usize = 64;
+/// Bytes read ahead per run while merging.
+const RUN_READ_BUFFER: usize = 64 * 1024;
 
 /// The sort of one station at a time.
 #[derive(Debug)]
@@ -172,18 +180,19 @@ pub(super) struct Sorter {
     budget: usize,
     dir: PathBuf,
     all_copies: bool,
+    fan_in: usize,
     batch: Batch,
     /// At most one run is written while the next buffer fills: memory is at
     /// most twice the budget.
     spilling: Option<Spilling>,
+    /// Oldest first.
     runs: Vec<Run>,
     /// Copies that went, over every station so far.
     pub(super) collapsed: u64,
     /// Bytes written to runs, over every station so far.
     pub(super) spilled: u64,
-    /// The most bytes the runs of one station took.
+    /// The most bytes the runs of one station took at once.
     pub(super) max_station_spill: u64,
-    station_spill: u64,
 }
 
 impl Sorter {
@@ -194,13 +203,13 @@ impl Sorter {
             budget,
             dir,
             all_copies,
+            fan_in: FAN_IN,
             batch: Batch::default(),
             spilling: None,
             runs: Vec::new(),
             collapsed: 0,
             spilled: 0,
             max_station_spill: 0,
-            station_spill: 0,
         }
     }
 
@@ -212,17 +221,39 @@ impl Sorter {
         self.batch.push(chunk)
     }
 
-    /// Waits for the run being written.
+    /// Waits for the run being written; merges the oldest runs into one
+    /// when there are as many as can be merged at once.
     fn spilled_run(&mut self) -> anyhow::Result<()> {
         if let Some(handle) = self.spilling.take() {
-            let (run, collapsed, written) = handle
+            let (run, collapsed) = handle
                 .join()
                 .map_err(|_| anyhow::anyhow!("the thread writing a sort run failed"))??;
             self.collapsed += collapsed;
-            self.spilled += written;
-            self.station_spill += written;
+            self.spilled += run.len;
             self.runs.push(run);
         }
+        if self.runs.len() >= self.fan_in {
+            let oldest: Vec<Run> = self.runs.drain(..self.fan_in).collect();
+            let file = tempfile::tempfile_in(&self.dir)
+                .with_context(|| format!("cannot create a sort run in {}", self.dir.display()))?;
+            let mut w = BufWriter::with_capacity(RUN_READ_BUFFER, file);
+            let mut shared = record::RunWriter::default();
+            let mut len = 0u64;
+            let collapsed = merge(oldest, self.all_copies, |rec| {
+                len += shared.write(&mut w, &rec)? as u64;
+                Ok(())
+            })?;
+            let file = w
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .context("cannot write a sort run")?;
+            self.collapsed += collapsed;
+            self.spilled += len;
+            // The merged run is older than every run left.
+            self.runs.insert(0, Run { file, len });
+        }
+        let held: u64 = self.runs.iter().map(|r| r.len).sum();
+        self.max_station_spill = self.max_station_spill.max(held);
         Ok(())
     }
 
@@ -254,110 +285,71 @@ impl Sorter {
             self.spill()?;
         }
         self.spilled_run()?;
-        self.max_station_spill = self.max_station_spill.max(self.station_spill);
-        self.station_spill = 0;
         let runs = std::mem::take(&mut self.runs);
-        self.merge(runs, &mut f)
-    }
-
-    /// Merges the runs, each group (station and channel) on a thread of
-    /// its own, as many at once as there are cores; the groups' records
-    /// come to `f` in order (a thread ahead waits once it has a few MiB
-    /// ready).
-    fn merge(
-        &mut self,
-        runs: Vec<Run>,
-        f: &mut impl FnMut(Rec<'_>) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
-        // Every group, in order, with its part of each run.
-        let mut groups: std::collections::BTreeMap<Vec<u8>, Vec<(usize, std::ops::Range<u64>)>> =
-            std::collections::BTreeMap::new();
-        for (i, run) in runs.iter().enumerate() {
-            for (key, range) in &run.groups {
-                groups
-                    .entry(key.clone())
-                    .or_default()
-                    .push((i, range.clone()));
-            }
-        }
-        let groups: Vec<Vec<(usize, std::ops::Range<u64>)>> = groups.into_values().collect();
-        let files: Vec<File> = runs.into_iter().map(|r| r.file).collect();
-        let threads = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(1, 8)
-            .min(groups.len().max(1));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let all_copies = self.all_copies;
-        let mut outputs = Vec::with_capacity(groups.len());
-        let mut inputs = Vec::with_capacity(groups.len());
-        for _ in 0..groups.len() {
-            let (tx, rx) =
-                std::sync::mpsc::sync_channel::<anyhow::Result<Vec<u8>>>(MERGE_CHUNKS_AHEAD);
-            inputs.push(Some(tx));
-            outputs.push(rx);
-        }
-        let inputs: Vec<std::sync::Mutex<Option<ChunkSender>>> =
-            inputs.into_iter().map(std::sync::Mutex::new).collect();
-        let collapsed = std::sync::atomic::AtomicU64::new(0);
-        std::thread::scope(|scope| -> anyhow::Result<()> {
-            for _ in 0..threads {
-                let (next, groups, files, inputs, collapsed) =
-                    (&next, &groups, &files, &inputs, &collapsed);
-                let merger = std::thread::Builder::new().name("dlsrv-merge".into());
-                merger
-                    .spawn_scoped(scope, move || {
-                        loop {
-                            let g = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            let Some(parts) = groups.get(g) else { break };
-                            let tx = inputs[g].lock().unwrap_or_else(|e| e.into_inner()).take();
-                            let Some(tx) = tx else { continue };
-                            match merge_group(files, parts, all_copies, &tx) {
-                                Ok(n) => {
-                                    collapsed.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
-                                }
-                                Err(e) => {
-                                    let _ = tx.send(Err(e));
-                                }
-                            }
-                        }
-                    })
-                    .context("cannot start a merging thread")?;
-            }
-            let result = (|| {
-                for rx in &outputs {
-                    // Ends when the group's thread drops its sender.
-                    for chunk in rx {
-                        let chunk = chunk?;
-                        let mut at = 0;
-                        while let Some(rec) = record::read(&chunk, at) {
-                            f(rec)?;
-                            at += rec.len();
-                        }
-                    }
-                }
-                Ok(())
-            })();
-            if result.is_err() {
-                // Threads waiting to hand over their records stop.
-                next.store(usize::MAX / 2, std::sync::atomic::Ordering::SeqCst);
-                drop(outputs);
-            }
-            result
-        })?;
-        self.collapsed += collapsed.load(std::sync::atomic::Ordering::SeqCst);
+        self.collapsed += merge(runs, self.all_copies, &mut f)?;
         Ok(())
     }
 }
 
-/// Where a group's thread sends its merged records.
-type ChunkSender = std::sync::mpsc::SyncSender<anyhow::Result<Vec<u8>>>;
+/// Merges `runs` (oldest first) into `f` in key order, the older run
+/// first among equal keys, copies collapsed to the newest unless
+/// `all_copies`; returns how many copies went.
+fn merge(
+    runs: Vec<Run>,
+    all_copies: bool,
+    mut f: impl FnMut(Rec<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let mut readers: Vec<Part<'_>> = Vec::with_capacity(runs.len());
+    for run in &runs {
+        readers.push(Part {
+            file: &run.file,
+            at: 0,
+            end: run.len,
+            buf: Vec::new(),
+            pos: 0,
+            body: Vec::new(),
+            shared: record::RunReader::default(),
+        });
+    }
+    let mut heap = BinaryHeap::with_capacity(readers.len());
+    for (i, reader) in readers.iter_mut().enumerate() {
+        let mut bytes = Vec::new();
+        if reader.next(&mut bytes)? {
+            heap.push(Head::new(bytes, i));
+        }
+    }
+    let mut collapsed = 0;
+    let mut pending: Option<Vec<u8>> = None;
+    while let Some(Head { bytes, run, .. }) = heap.pop() {
+        let mut spare = match pending.take() {
+            Some(p) => {
+                let (Some(prev), Some(next)) = (record::read(&p, 0), record::read(&bytes, 0))
+                else {
+                    anyhow::bail!("a damaged sort run");
+                };
+                if !all_copies && prev.same_value(&next) {
+                    collapsed += 1;
+                } else {
+                    f(prev)?;
+                }
+                p
+            }
+            None => Vec::new(),
+        };
+        pending = Some(bytes);
+        if readers[run].next(&mut spare)? {
+            heap.push(Head::new(spare, run));
+        }
+    }
+    if let Some(p) = pending
+        && let Some(rec) = record::read(&p, 0)
+    {
+        f(rec)?;
+    }
+    Ok(collapsed)
+}
 
-/// Chunks of merged records a group's thread may have ready.
-const MERGE_CHUNKS_AHEAD: usize = 4;
-/// Bytes of merged records per chunk.
-const MERGE_CHUNK: usize = 1 << 20;
-
-/// Reads one group's part of a run.
+/// Reads a run from its start.
 struct Part<'a> {
     file: &'a File,
     at: u64,
@@ -370,7 +362,7 @@ struct Part<'a> {
 }
 
 impl Part<'_> {
-    /// The next record into `out`; false at the end of the part.
+    /// The next record into `out`; false at the end of the run.
     fn next(&mut self, out: &mut Vec<u8>) -> anyhow::Result<bool> {
         let mut len = [0u8; 4];
         if !self.take(&mut len)? {
@@ -388,7 +380,7 @@ impl Part<'_> {
         Ok(true)
     }
 
-    /// Fills `dst` from the part; false when the part is at its end.
+    /// Fills `dst` from the run; false when the run is at its end.
     fn take(&mut self, dst: &mut [u8]) -> anyhow::Result<bool> {
         use std::os::unix::fs::FileExt;
         let mut filled = 0;
@@ -418,111 +410,32 @@ impl Part<'_> {
     }
 }
 
-/// Merges one group's parts of the runs (given oldest run first), copies
-/// collapsed, into chunks sent to `tx`; returns how many copies went.
-fn merge_group(
-    files: &[File],
-    parts: &[(usize, std::ops::Range<u64>)],
-    all_copies: bool,
-    tx: &ChunkSender,
-) -> anyhow::Result<u64> {
-    let mut readers: Vec<Part<'_>> = Vec::with_capacity(parts.len());
-    for (run, range) in parts {
-        let file = files.get(*run).context("a sort run")?;
-        readers.push(Part {
-            file,
-            at: range.start,
-            end: range.end,
-            buf: Vec::new(),
-            pos: 0,
-            body: Vec::new(),
-            shared: record::RunReader::default(),
-        });
-    }
-    let mut heap = BinaryHeap::with_capacity(readers.len());
-    for (i, reader) in readers.iter_mut().enumerate() {
-        let mut bytes = Vec::new();
-        if reader.next(&mut bytes)? {
-            heap.push(Head::new(bytes, i));
-        }
-    }
-    let mut collapsed = 0;
-    let mut out = Vec::with_capacity(MERGE_CHUNK + 4096);
-    let mut pending: Option<Vec<u8>> = None;
-    let send = |out: &mut Vec<u8>, last: bool| -> anyhow::Result<()> {
-        if out.len() >= MERGE_CHUNK || (last && !out.is_empty()) {
-            let full = std::mem::replace(out, Vec::with_capacity(MERGE_CHUNK + 4096));
-            tx.send(Ok(full))
-                .map_err(|_| anyhow::anyhow!("the merge was given up"))?;
-        }
-        Ok(())
-    };
-    while let Some(Head { bytes, run, .. }) = heap.pop() {
-        let mut spare = match pending.take() {
-            Some(p) => {
-                let (Some(prev), Some(next)) = (record::read(&p, 0), record::read(&bytes, 0))
-                else {
-                    anyhow::bail!("a damaged sort run");
-                };
-                if !all_copies && prev.same_value(&next) {
-                    collapsed += 1;
-                } else {
-                    out.extend_from_slice(&p);
-                    send(&mut out, false)?;
-                }
-                p
-            }
-            None => Vec::new(),
-        };
-        pending = Some(bytes);
-        if readers[run].next(&mut spare)? {
-            heap.push(Head::new(spare, run));
-        }
-    }
-    if let Some(p) = pending {
-        out.extend_from_slice(&p);
-    }
-    send(&mut out, true)?;
-    Ok(collapsed)
-}
-
-/// Sorts `batch` and writes it to an unlinked file in `dir`.
-fn write_run(
-    batch: Batch,
-    dir: &std::path::Path,
-    all_copies: bool,
-) -> anyhow::Result<(Run, u64, u64)> {
+/// Sorts `batch` and writes it to an unlinked file in `dir`: the run and
+/// the copies that went.
+fn write_run(batch: Batch, dir: &std::path::Path, all_copies: bool) -> anyhow::Result<(Run, u64)> {
     let file = tempfile::tempfile_in(dir)
         .with_context(|| format!("cannot create a sort run in {}", dir.display()))?;
     let mut w = BufWriter::with_capacity(RUN_READ_BUFFER, file);
-    let mut written = 0u64;
-    let mut groups: Vec<(Vec<u8>, std::ops::Range<u64>)> = Vec::new();
+    let mut len = 0u64;
     let mut shared = record::RunWriter::default();
     let collapsed = batch.drain(all_copies, |rec| {
-        let same_group = matches!(groups.last(), Some((key, _)) if key.as_slice() == rec.group());
-        if !same_group {
-            shared.new_group();
-            groups.push((rec.group().to_vec(), written..written));
-        }
-        written += shared.write(&mut w, &rec)? as u64;
-        if let Some((_, range)) = groups.last_mut() {
-            range.end = written;
-        }
+        len += shared.write(&mut w, &rec)? as u64;
         Ok(())
     })?;
     let file = w
         .into_inner()
         .map_err(|e| e.into_error())
         .context("cannot write a sort run")?;
-    Ok((Run { file, groups }, collapsed, written))
+    Ok((Run { file, len }, collapsed))
 }
 
-/// A run's next record in the merge of one group: the smallest key first
-/// (the group is the same: the key after it, by its first 16 bytes, then
-/// the rest), and among equal keys the older run (earlier bodies).
+/// A run's next record in the merge: the smallest key first (its group,
+/// then the rest by its first 16 bytes as one integer, then the remaining
+/// bytes), and among equal keys the older run (earlier bodies).
 struct Head {
     bytes: Vec<u8>,
     run: usize,
+    group: std::ops::Range<usize>,
     prefix: u128,
     suffix: std::ops::Range<usize>,
 }
@@ -531,14 +444,19 @@ impl Head {
     fn new(bytes: Vec<u8>, run: usize) -> Head {
         let key = record::key_range(&bytes);
         let group_len = record::read(&bytes, 0).map_or(0, |r| r.group_len);
-        let suffix = (key.start + group_len).min(key.end)..key.end;
-        let prefix = prefix(bytes.get(suffix.clone()).unwrap_or_default());
+        let split = (key.start + group_len).min(key.end);
+        let prefix = prefix(bytes.get(split..key.end).unwrap_or_default());
         Head {
             bytes,
             run,
+            group: key.start..split,
             prefix,
-            suffix,
+            suffix: split..key.end,
         }
+    }
+
+    fn group(&self) -> &[u8] {
+        self.bytes.get(self.group.clone()).unwrap_or_default()
     }
 
     fn suffix(&self) -> &[u8] {
@@ -561,8 +479,9 @@ impl Ord for Head {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         // BinaryHeap pops the greatest: reversed.
         other
-            .prefix
-            .cmp(&self.prefix)
+            .group()
+            .cmp(self.group())
+            .then_with(|| other.prefix.cmp(&self.prefix))
             .then_with(|| other.suffix().cmp(self.suffix()))
             .then_with(|| other.run.cmp(&self.run))
     }
@@ -585,8 +504,18 @@ mod tests {
     }
 
     fn run(budget: usize, all_copies: bool, bodies: &[Vec<u8>]) -> (Vec<String>, u64, bool) {
+        run_with(budget, FAN_IN, all_copies, bodies)
+    }
+
+    fn run_with(
+        budget: usize,
+        fan_in: usize,
+        all_copies: bool,
+        bodies: &[Vec<u8>],
+    ) -> (Vec<String>, u64, bool) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = Sorter::new(budget, dir.path().to_path_buf(), all_copies);
+        s.fan_in = fan_in;
         for b in bodies {
             s.push(b.clone()).expect("push");
         }
@@ -627,7 +556,12 @@ mod tests {
         assert_eq!(memory, (want.clone(), 4, false));
         // A budget smaller than one body: a run per body.
         let spilled = run(16, false, &bodies);
-        assert_eq!(spilled, (want, 4, true));
+        assert_eq!(spilled, (want.clone(), 4, true));
+        // More runs than can be merged at once: the oldest merged first.
+        let merged = run_with(16, 2, false, &bodies);
+        assert_eq!(merged, (want.clone(), 4, true));
+        let every = run_with(16, 2, true, &bodies);
+        assert_eq!(every.0, run(1 << 20, true, &bodies).0);
         // Every copy, oldest first.
         let (all, collapsed, _) = run(16, true, &bodies);
         assert_eq!(collapsed, 0);
