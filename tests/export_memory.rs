@@ -248,3 +248,57 @@ fn resends_of_the_same_values_every_copy_are_exported_in_128_mib() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("911088 duplicates collapsed"));
 }
+
+#[test]
+fn parquet_by_date_writes_each_day_once_in_128_mib() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 1,000 messages of 304 one-minute values: 212 UTC days.
+    archive(&dir.path().join("data"), 1_000, 304);
+    let Some(cgroup) = limited("dlsrv-test-parquet-days") else {
+        return;
+    };
+    let out = dir.path().join("days");
+    let log = dir.path().join("log");
+    let out_arg = out.display().to_string();
+    let (status, maxrss) = cgroup.run(
+        dir.path(),
+        &[
+            "export",
+            "--format",
+            "parquet",
+            "--partition",
+            "date",
+            "--output",
+            &out_arg,
+        ],
+        &log,
+    );
+    assert!(status.success(), "{status:?}");
+    assert!(maxrss <= LIMIT, "peak RSS {maxrss}");
+    let days: Vec<_> = fs::read_dir(&out)
+        .expect("the dataset")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    // The values: a minute apart from 2020-01-01T00:00 at +01:00.
+    let first = chrono::DateTime::parse_from_rfc3339("2019-12-31T23:00:00Z").expect("time");
+    let want: std::collections::BTreeSet<_> = (0..304_000)
+        .step_by(60)
+        .chain([303_999])
+        .map(|m| (first + Duration::minutes(m)).date_naive())
+        .collect();
+    assert_eq!(days.len(), want.len(), "one directory per UTC day");
+    for day in &days {
+        let parts = fs::read_dir(day).expect("day").count();
+        assert_eq!(
+            parts,
+            1,
+            "{}: one file per day, written once",
+            day.display()
+        );
+    }
+    common::figure(&format!(
+        "export memory: Parquet by date, 912000 rows in {} days: peak RSS {} MiB (limit 128)",
+        days.len(),
+        maxrss >> 20
+    ));
+}
