@@ -151,8 +151,7 @@ fn status(config: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode> {
                 &args.stations,
             )
             .context("cannot read the catalog")?,
-            crate::status::feed_lags(&conn, &config.state_dir, now)
-                .context("cannot read the catalog")?,
+            crate::feeds::lags(&conn, &config.state_dir, now).context("cannot read the catalog")?,
         ),
         None => (Vec::new(), Vec::new()),
     };

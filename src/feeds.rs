@@ -72,18 +72,24 @@ pub(crate) fn lag_secs(
         .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0))
 }
 
-/// A feed's lag as its state file and the catalog tell it. A position in
-/// another catalog (one rebuilt from scratch since) counts from the start.
-pub(crate) fn lag_of(
+/// Every feed's lag, by name, as its state file and the catalog tell it.
+/// A position in another catalog (one rebuilt from scratch since) counts
+/// from the start.
+pub(crate) fn lags(
     conn: &Connection,
-    feed: &FeedState,
+    state_dir: &Path,
     now: DateTime<Utc>,
-) -> rusqlite::Result<f64> {
+) -> rusqlite::Result<Vec<(String, f64)>> {
+    let feeds = read_all(state_dir);
+    if feeds.is_empty() {
+        return Ok(Vec::new());
+    }
     let current = catalog::catalog_id(conn)?;
-    let position = if feed.catalog == current {
-        feed.position
-    } else {
-        0
-    };
-    lag_secs(conn, position, now)
+    feeds
+        .into_iter()
+        .map(|f| {
+            let position = if f.catalog == current { f.position } else { 0 };
+            Ok((f.name, lag_secs(conn, position, now)?))
+        })
+        .collect()
 }

@@ -244,18 +244,10 @@ impl AppState {
             Ok(stations) => self.metrics.stations_seen(&stations),
             Err(e) => tracing::warn!(error = %e, "cannot read the stations for /metrics"),
         }
-        let feeds = crate::feeds::read_all(&state_dir);
-        if feeds.is_empty() {
-            self.metrics.feeds_seen(&[]);
-            return;
-        }
-        let now = Utc::now();
-        match self.catalog.with_reader(|conn| {
-            feeds
-                .iter()
-                .map(|f| Ok((f.name.clone(), crate::feeds::lag_of(conn, f, now)?)))
-                .collect::<rusqlite::Result<Vec<_>>>()
-        }) {
+        match self
+            .catalog
+            .with_reader(|conn| crate::feeds::lags(conn, &state_dir, Utc::now()))
+        {
             Ok(lags) => self.metrics.feeds_seen(&lags),
             Err(e) => tracing::warn!(error = %e, "cannot read the export feeds' lag for /metrics"),
         }

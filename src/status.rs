@@ -406,19 +406,6 @@ fn cell(text: &str, max: usize) -> String {
     }
 }
 
-/// Each export feed's lag, for the summary line: `export feed pg-main
-/// 2 s behind`.
-pub(crate) fn feed_lags(
-    conn: &Connection,
-    state_dir: &Path,
-    now: DateTime<Utc>,
-) -> rusqlite::Result<Vec<(String, f64)>> {
-    crate::feeds::read_all(state_dir)
-        .iter()
-        .map(|f| Ok((f.name.clone(), crate::feeds::lag_of(conn, f, now)?)))
-        .collect()
-}
-
 /// `rows` as a table for a terminal (about 120 columns), late stations
 /// first, and a summary line with each export feed's lag.
 pub(crate) fn table(rows: &[StationStatus], feeds: &[(String, f64)]) -> String {

@@ -935,3 +935,25 @@ fn values_without_a_time_are_each_exported_never_taken_for_copies() {
     assert_eq!(csv_rows(&out.stdout).len(), 1 + 6);
     assert!(text(&out.stderr).contains("1 duplicates collapsed, 6 values without a time"));
 }
+
+#[test]
+fn an_export_leaves_no_temporary_files_and_removes_a_killed_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let body = b"<StationDataList><StationData stationId=\"S1\" timezone=\"+00:00\"><ChannelData channelId=\"0010\"><Values><VT t=\"2026-01-01T00:00:00\">1</VT></Values></ChannelData></StationData></StationDataList>";
+    place(&data, "S1", Utc::now() - Duration::hours(1), body);
+    // What an export killed with SIGKILL leaves: its directory, named by a
+    // process id that no longer runs (above any pid_max).
+    let tmp = dir.path().join("state").join(dlsrv::layout::EXPORT_TMP);
+    let killed = tmp.join("99999999");
+    fs::create_dir_all(&killed).expect("mkdir");
+    fs::write(killed.join("files.sqlite3"), b"left over").expect("write");
+    let out = export(dir.path(), &["--format", "csv"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(csv_rows(&out.stdout).len(), 1);
+    let left: Vec<_> = fs::read_dir(&tmp)
+        .expect("export-tmp")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
+}

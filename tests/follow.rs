@@ -282,9 +282,11 @@ async fn lag(server: &TestServer) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_waits_out_a_database_outage_loses_nothing_and_its_lag_shows_it() {
-    let Some((pg, server, log, args)) = feed_setup().await else {
+    let Some((pg, server, log, mut args)) = feed_setup().await else {
         return;
     };
+    // A warning when the feed is 10 s behind (the outage takes 30).
+    args.extend(["--lag-warn-secs".to_owned(), "10".to_owned()]);
     let url = pg.url();
     let mut child = follower(&server, &args, &log);
     let pg = Arc::new(pg);
@@ -341,6 +343,8 @@ async fn the_feed_waits_out_a_database_outage_loses_nothing_and_its_lag_shows_it
         1,
         "{log}"
     );
+    assert_eq!(log.matches("export feed is behind").count(), 1, "{log}");
+    assert_eq!(log.matches("export feed caught up").count(), 1, "{log}");
     server.stop().await;
 }
 
@@ -409,6 +413,24 @@ async fn json_lines_on_standard_output_resume_after_the_last_body_delivered() {
     for n in 10..15 {
         post(n).await;
     }
+    // Five bodies not delivered yet: `dlsrv status` says how far behind.
+    server.state.flush_catalog();
+    let status = dlsrv_command()
+        .arg("status")
+        .env("DLSRV_DATA_DIR", &server.data)
+        .env("DLSRV_STATE_DIR", &server.state_dir)
+        .output()
+        .expect("dlsrv status");
+    let summary = String::from_utf8_lossy(&status.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        summary.starts_with("1 station(s), ") && summary.contains(", export feed pipe "),
+        "{summary}"
+    );
+    assert!(summary.ends_with("s behind"), "{summary}");
     // From where it stopped: the five new bodies only.
     let second = read_rows(5 * VALUES);
     assert_eq!(second.len(), 5 * VALUES, "{second:?}");

@@ -60,22 +60,15 @@ fn remove_stale(root: &Path) {
         let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
+        // kill(pid, 0): the process exists (perhaps another user's).
         let alive = pid > 0
-            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok_or_eperm();
+            && matches!(
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+                Ok(()) | Err(nix::errno::Errno::EPERM)
+            );
         if !alive && entry.file_type().is_ok_and(|t| t.is_dir()) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
-    }
-}
-
-trait AliveCheck {
-    fn is_ok_or_eperm(&self) -> bool;
-}
-
-impl AliveCheck for nix::Result<()> {
-    /// `kill(pid, 0)`: the process exists (perhaps another user's).
-    fn is_ok_or_eperm(&self) -> bool {
-        matches!(self, Ok(()) | Err(nix::errno::Errno::EPERM))
     }
 }
 

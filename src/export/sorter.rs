@@ -234,23 +234,12 @@ impl Sorter {
         }
         if self.runs.len() >= self.fan_in {
             let oldest: Vec<Run> = self.runs.drain(..self.fan_in).collect();
-            let file = tempfile::tempfile_in(&self.dir)
-                .with_context(|| format!("cannot create a sort run in {}", self.dir.display()))?;
-            let mut w = BufWriter::with_capacity(RUN_READ_BUFFER, file);
-            let mut shared = record::RunWriter::default();
-            let mut len = 0u64;
-            let collapsed = merge(oldest, self.all_copies, |rec| {
-                len += shared.write(&mut w, &rec)? as u64;
-                Ok(())
-            })?;
-            let file = w
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .context("cannot write a sort run")?;
+            let all_copies = self.all_copies;
+            let (run, collapsed) = new_run(&self.dir, |emit| merge(oldest, all_copies, emit))?;
             self.collapsed += collapsed;
-            self.spilled += len;
+            self.spilled += run.len;
             // The merged run is older than every run left.
-            self.runs.insert(0, Run { file, len });
+            self.runs.insert(0, run);
         }
         let held: u64 = self.runs.iter().map(|r| r.len).sum();
         self.max_station_spill = self.max_station_spill.max(held);
@@ -413,12 +402,21 @@ impl Part<'_> {
 /// Sorts `batch` and writes it to an unlinked file in `dir`: the run and
 /// the copies that went.
 fn write_run(batch: Batch, dir: &std::path::Path, all_copies: bool) -> anyhow::Result<(Run, u64)> {
+    new_run(dir, |emit| batch.drain(all_copies, emit))
+}
+
+/// A run of the records `fill` gives (in key order) in an unlinked file in
+/// `dir`; with what `fill` returns (the copies that went).
+fn new_run(
+    dir: &std::path::Path,
+    fill: impl FnOnce(&mut dyn FnMut(Rec<'_>) -> anyhow::Result<()>) -> anyhow::Result<u64>,
+) -> anyhow::Result<(Run, u64)> {
     let file = tempfile::tempfile_in(dir)
         .with_context(|| format!("cannot create a sort run in {}", dir.display()))?;
     let mut w = BufWriter::with_capacity(RUN_READ_BUFFER, file);
     let mut len = 0u64;
     let mut shared = record::RunWriter::default();
-    let collapsed = batch.drain(all_copies, |rec| {
+    let collapsed = fill(&mut |rec| {
         len += shared.write(&mut w, &rec)? as u64;
         Ok(())
     })?;
