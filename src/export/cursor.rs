@@ -53,19 +53,14 @@ pub(super) struct Cursor {
 }
 
 impl Cursor {
-    /// Reads the cursor `name`; `catalog` is the catalog's id, `upto` its
-    /// highest id now.
+    /// Reads the cursor `name` (a name [`layout::valid_export_name`]
+    /// accepts); `catalog` is the catalog's id, `upto` its highest id now.
     pub(super) fn read(
         config: &Config,
         name: &str,
         catalog: &str,
         upto: i64,
     ) -> anyhow::Result<Cursor> {
-        if !layout::valid_export_name(name) {
-            anyhow::bail!(
-                "--since-cursor {name:?}: a name of letters, digits, '-', '_' and '.' (at most 64)"
-            );
-        }
         let path = layout::export_cursor_path(&config.state_dir, name);
         let started = Utc::now();
         let start = match std::fs::read_to_string(&path) {
