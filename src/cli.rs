@@ -34,14 +34,29 @@ pub(crate) enum Command {
     CheckConfig(ConfigArg),
     /// Queue command or query documents for stations, and follow them up.
     Commands(CommandsArgs),
-    /// Rebuild the catalog (state_dir/catalog.sqlite3) from the archive alone.
-    Reindex(ConfigArg),
+    /// Rebuild the catalog (state_dir/catalog.sqlite3) from the archive (and the replica).
+    Reindex(ReindexArgs),
     /// Where each station stands: last seen, late, battery, GSM, alarms (reads the catalog only).
     Status(StatusArgs),
     /// The report of a period: who reported, gaps, alarms, failed values, refused bodies.
     Report(ReportArgs),
     /// The archive's values (or events) as rows: CSV or JSON Lines (reads only).
     Export(crate::export::ExportArgs),
+    /// Copy every archived body to the [replica] and apply local retention (until SIGTERM).
+    Replicate(ConfigArg),
+    /// Check archived bodies against the catalog (and the replica); never repairs.
+    Verify(crate::verify::VerifyArgs),
+    /// Bring bodies back from the replica into the local archive, byte-exact.
+    Restore(crate::restore::RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReindexArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArg,
+    /// Also add rows for the bodies only the replica holds (after local retention).
+    #[arg(long)]
+    pub(crate) from_replica: bool,
 }
 
 #[derive(Debug, Args)]
@@ -87,7 +102,29 @@ pub fn main() -> ExitCode {
         Command::Commands(args) => Config::load(args.config.config.as_deref())
             .and_then(|config| crate::admin::run(&config, &args.action))
             .and_then(|output| to_stdout(&output)),
-        Command::Reindex(arg) => Config::load(arg.config.as_deref()).and_then(reindex),
+        Command::Reindex(args) => {
+            Config::load(args.config.config.as_deref()).and_then(|c| reindex(c, &args))
+        }
+        Command::Replicate(arg) => {
+            Config::load(arg.config.as_deref()).and_then(|c| crate::replica::replicate::run(&c))
+        }
+        Command::Verify(args) => {
+            return match Config::load(args.config.config.as_deref())
+                .and_then(|c| crate::verify::run(&c, &args))
+            {
+                Ok(code) => ExitCode::from(code),
+                // Not 1: that means "a mismatch".
+                Err(e) => fail(&e, 2),
+            };
+        }
+        Command::Restore(args) => {
+            return match Config::load(args.config.config.as_deref())
+                .and_then(|c| crate::restore::run(&c, &args))
+            {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => fail(&e, 2),
+            };
+        }
         Command::Status(args) => {
             return match Config::load(args.config.config.as_deref()).and_then(|c| status(&c, &args))
             {
@@ -151,7 +188,8 @@ fn status(config: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode> {
                 &args.stations,
             )
             .context("cannot read the catalog")?,
-            crate::feeds::lags(&conn, &config.state_dir, now).context("cannot read the catalog")?,
+            crate::status::behind(&conn, &config.state_dir, config.replica.is_some(), now)
+                .context("cannot read the catalog")?,
         ),
         None => (Vec::new(), Vec::new()),
     };
@@ -172,12 +210,38 @@ fn status(config: &Config, args: &StatusArgs) -> anyhow::Result<ExitCode> {
 fn check_config(config: Config) -> anyhow::Result<()> {
     // The logins file, as the service will read it.
     crate::access::Policy::load(config.station_access, config.logins_file.as_deref())?;
+    // The replica's credentials, as the replicator will read them.
+    let replica = crate::replica::describe(&config)?;
     to_stdout(&config.to_toml()?)?;
+    if let Some(replica) = replica {
+        eprintln!("dlsrv: {replica}");
+    }
+    if let Some(policy) = crate::replica::retention::Policy::of(&config) {
+        let plan = match crate::status::open_catalog(&config.state_dir)? {
+            Some(conn) => crate::replica::retention::plan(&config, &conn)
+                .context("cannot read the catalog")?,
+            None => None,
+        };
+        match plan {
+            Some(plan) => eprintln!(
+                "dlsrv: retention ({}): a run now would remove {} bodies ({} bytes) from the local disk{}",
+                policy.describe(),
+                plan.removed,
+                plan.bytes,
+                if plan.unverified > 0 {
+                    format!("; {} more are due but not yet in the replica", plan.unverified)
+                } else {
+                    String::new()
+                }
+            ),
+            None => eprintln!("dlsrv: retention ({}): no catalog yet", policy.describe()),
+        }
+    }
     eprintln!("dlsrv: configuration is valid");
     Ok(())
 }
 
-fn reindex(config: Config) -> anyhow::Result<()> {
+fn reindex(config: Config, args: &ReindexArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
     let catalog = crate::layout::catalog_path(&config.state_dir);
@@ -192,6 +256,10 @@ fn reindex(config: Config) -> anyhow::Result<()> {
         catalog.display(),
         config.data_dir.display()
     );
+    if args.from_replica {
+        let added = crate::restore::index_remote(&config, &catalog)?;
+        eprintln!("dlsrv: {added} bodies that only the replica holds indexed from it");
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! Every subcommand loads its configuration through [`Config::load`], so
 //! `dlsrv check-config` sees exactly what `dlsrv serve` would run with.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -98,6 +99,76 @@ pub struct Config {
     /// A station is late after `late_factor` × its cycle plus `late_grace_secs`.
     pub late_factor: f64,
     pub late_grace_secs: u64,
+    /// Bodies the replicator uploads at once.
+    pub replica_concurrency: usize,
+    /// Upload bandwidth of the replicator, bytes per second; 0: no cap.
+    pub replica_max_bytes_per_sec: u64,
+    /// Without a replica: archived bodies older than this many days are
+    /// deleted (off unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
+    /// Where bodies go besides the local disk (see docs/operations.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaConfig>,
+    /// Days a station's bodies stay on the local disk (in place of
+    /// `keep_local_days` or `retention_days`); 0 keeps them forever.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retention_by_station: BTreeMap<String, u32>,
+}
+
+/// `[replica]`: the S3-compatible bucket that holds a copy of the archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    /// `s3://bucket/prefix`: objects are `<prefix>/<archive relative path>`.
+    pub url: String,
+    /// The store's address (`http://127.0.0.1:3900`); AWS when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key`.
+    #[serde(default)]
+    pub path_style: bool,
+    /// A file with `aws_access_key_id` and `aws_secret_access_key`, readable
+    /// only by dlsrv; `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` win.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
+    /// Bodies older than this many days and verified in the replica leave
+    /// the local disk; not set: kept forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_local_days: Option<u32>,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+impl ReplicaConfig {
+    /// The bucket and the key prefix (without slashes at either end) of `url`.
+    pub fn bucket_and_prefix(&self) -> anyhow::Result<(String, String)> {
+        parse_s3_url(&self.url).with_context(|| format!("replica.url {:?}", self.url))
+    }
+}
+
+/// `s3://bucket/prefix` as bucket and prefix (without slashes at either end).
+pub fn parse_s3_url(url: &str) -> anyhow::Result<(String, String)> {
+    let Some(rest) = url.strip_prefix("s3://") else {
+        bail!("not an s3://bucket/prefix URL");
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !valid {
+        bail!("{bucket:?} is not a bucket name (3 to 63 of a-z, 0-9, '-', '.')");
+    }
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
+        bail!("the prefix {prefix:?} has an empty, '.' or '..' part");
+    }
+    Ok((bucket.to_owned(), prefix.to_owned()))
 }
 
 /// Who may speak for which station (see `access`).
@@ -148,6 +219,11 @@ impl Default for Config {
             default_cycle_secs: 3600,
             late_factor: 2.0,
             late_grace_secs: 300,
+            replica_concurrency: 8,
+            replica_max_bytes_per_sec: 0,
+            retention_days: None,
+            replica: None,
+            retention_by_station: BTreeMap::new(),
         }
     }
 }
@@ -343,6 +419,40 @@ impl Config {
                 "late_grace_secs: {} is more than a day",
                 self.late_grace_secs
             );
+        }
+        if !(1..=256).contains(&self.replica_concurrency) {
+            bail!(
+                "replica_concurrency: {} is not in 1..=256",
+                self.replica_concurrency
+            );
+        }
+        if self.retention_days == Some(0) {
+            bail!("retention_days: 0 would delete everything; leave it out to keep bodies forever");
+        }
+        if let Some(replica) = &self.replica {
+            replica.bucket_and_prefix()?;
+            if replica.keep_local_days == Some(0) {
+                bail!("replica.keep_local_days: must be at least 1 (leave it out to keep bodies forever)");
+            }
+            if replica.region.is_empty() {
+                bail!("replica.region: must not be empty");
+            }
+            if let Some(endpoint) = &replica.endpoint
+                && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            {
+                bail!("replica.endpoint: {endpoint:?} is not an http:// or https:// address");
+            }
+            if self.retention_days.is_some() {
+                bail!(
+                    "retention_days: with a replica, bodies leave the local disk by replica.keep_local_days \
+                     (and stay in the replica); set that instead"
+                );
+            }
+        }
+        for station in self.retention_by_station.keys() {
+            if station.is_empty() {
+                bail!("retention_by_station: an empty station id");
+            }
         }
         Ok(())
     }

@@ -126,11 +126,12 @@ pub(crate) fn reindex(
     let progress = std::io::stderr().is_terminal();
     let mut summary = run(&reader, conn, catalog_path, days, Mode::Rebuild, progress)?;
     // Rows not touched by this run (written before it started) name files
-    // that are gone; rows the service wrote meanwhile are newer and stay.
+    // that are gone; rows the service wrote meanwhile are newer and stay,
+    // as do the rows of bodies retention took off the disk.
     let conn = catalog::open_writable(catalog_path)?;
     summary.removed = conn
         .execute(
-            "DELETE FROM transmissions WHERE indexed_utc < ?1",
+            "DELETE FROM transmissions WHERE indexed_utc < ?1 AND removed_utc IS NULL",
             params![started],
         )
         .context("cannot remove the rows of vanished files")?;
@@ -323,15 +324,13 @@ fn hash_all(entries: Vec<Entry>) -> (Vec<Row>, usize) {
     let mut unreadable = 0;
     for entry in entries {
         match std::fs::read(&entry.path) {
-            Ok(body) => rows.push(Row {
-                summary: summarise(&entry.action, &body),
-                station_id: entry.station,
-                action: entry.action,
-                received: entry.received,
-                path: entry.relative,
-                bytes: body.len() as u64,
-                sha256: hex::encode(Sha256::digest(&body)),
-            }),
+            Ok(body) => rows.push(row_of(
+                entry.action,
+                entry.station,
+                entry.received,
+                entry.relative,
+                &body,
+            )),
             // Removed meanwhile (an operator's clean-up): nothing to index.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -341,6 +340,25 @@ fn hash_all(entries: Vec<Entry>) -> (Vec<Row>, usize) {
         }
     }
     (rows, unreadable)
+}
+
+/// The catalog row of an archived body.
+pub(crate) fn row_of(
+    action: String,
+    station_id: String,
+    received: chrono::DateTime<Utc>,
+    path: String,
+    body: &[u8],
+) -> Row {
+    Row {
+        summary: summarise(&action, body),
+        station_id,
+        action,
+        received,
+        path,
+        bytes: body.len() as u64,
+        sha256: hex::encode(Sha256::digest(body)),
+    }
 }
 
 /// The summary of a data message or an alarm, read as the service reads it

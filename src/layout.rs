@@ -45,6 +45,10 @@ pub const EXPORT_CURSORS: &str = "export-cursors";
 pub const EXPORT_FEEDS: &str = "export-feeds";
 /// The exports' temporary files (the file list, sort runs), in `state_dir`.
 pub const EXPORT_TMP: &str = "export-tmp";
+/// The replicator's state and lock, and verify's last run, in `state_dir`.
+pub const REPLICA_STATE: &str = "replica.json";
+pub const REPLICA_LOCK: &str = "replica.lock";
+pub const VERIFY_LAST: &str = "verify-last.json";
 /// Where an installation before `state_dir` kept its duplicate markers, in `data_dir`.
 pub const LEGACY_DUPLICATES: &str = ".duplicates";
 /// The suffix of the file beside a rejected body that says why it was refused.
@@ -115,6 +119,26 @@ pub fn parse_file_name(name: &str) -> Option<(&str, DateTime<Utc>)> {
     }
     let t = NaiveDateTime::parse_from_str(time, format).ok()?.and_utc();
     Some((station, t))
+}
+
+/// The action, station id and receipt time of an archive path
+/// (`<action>/YYYY/MM/DD/<name>`, relative, as the catalog and the
+/// replica's keys have it); `None` for anything else.
+pub fn parse_archive_path(rel: &str) -> Option<(&str, &str, DateTime<Utc>)> {
+    let mut parts = rel.splitn(5, '/');
+    let (action, y, m, d, name) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    if action.is_empty() || name.contains('/') {
+        return None;
+    }
+    let (station, t) = parse_file_name(name)?;
+    let day = date_path(t);
+    (day == Path::new(y).join(m).join(d)).then_some((action, station, t))
 }
 
 /// `<base>.<pid>-<seq><suffix>`: the name a file has while it is written.
@@ -252,6 +276,30 @@ pub fn queue_path(state_dir: &Path, station: &str, sub: &str) -> PathBuf {
 /// `rejected/YYYY/MM/DD`, relative to `state_dir`.
 pub fn rejected_day_dir(t: DateTime<Utc>) -> PathBuf {
     Path::new(REJECTED).join(date_path(t))
+}
+
+/// Reads a body of the archive: a plain file under `data_dir` at a relative
+/// path of plain names (no `..`), not through a symbolic link at its end.
+pub fn read_body(data_dir: &Path, rel: &str) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let rel_path = Path::new(rel);
+    let plain = rel_path
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain || rel.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a path inside the archive",
+        ));
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(data_dir.join(rel_path))?;
+    let mut body = Vec::new();
+    file.read_to_end(&mut body)?;
+    Ok(body)
 }
 
 /// A path relative to a root, written with `/`, as the catalog stores it.

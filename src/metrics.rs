@@ -48,6 +48,53 @@ struct FeedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+/// What the replicator and the catalog say of the replica, for a scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ReplicaSeen {
+    pub(crate) pending: u64,
+    pub(crate) lag_secs: f64,
+    pub(crate) refused: u64,
+    /// The replicator's failures by kind, counted since it started.
+    pub(crate) errors: Vec<(String, u64)>,
+    pub(crate) outage: bool,
+    /// Local files removed by retention since the replicator started.
+    pub(crate) removed: u64,
+}
+
+/// The last recorded `dlsrv verify` run, for a scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct VerifySeen {
+    pub(crate) finished: i64,
+    pub(crate) checked: u64,
+    pub(crate) mismatches: u64,
+}
+
+/// The replica's families (registered when there is a replica).
+#[derive(Debug, Default)]
+struct ReplicaFamilies {
+    pending: Gauge,
+    lag: Gauge<f64, AtomicU64>,
+    refused: Gauge,
+    outage: Gauge,
+    errors: Family<KindLabels, Counter>,
+    removed: Counter,
+    /// The replicator's own counts last seen: its counters restart with
+    /// it, ours only grow.
+    seen: Mutex<(Vec<(String, u64)>, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct VerifyFamilies {
+    finished: Gauge,
+    checked: Gauge,
+    mismatches: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
 }
@@ -83,6 +130,8 @@ pub(crate) struct Metrics {
     export_lag: Family<FeedLabels, Gauge<f64, AtomicU64>>,
     stations_late: Gauge,
     max_stations: usize,
+    replica: Option<ReplicaFamilies>,
+    verify: VerifyFamilies,
 }
 
 /// Decrements the in-flight gauge when the request is done, however it ends.
@@ -95,8 +144,9 @@ impl Drop for InFlight<'_> {
 }
 
 impl Metrics {
-    /// `group` says whether group commit runs (its flush counter is shown then).
-    pub(crate) fn new(max_stations: usize, group: bool) -> Metrics {
+    /// `group` says whether group commit runs (its flush counter is shown
+    /// then), `replica` whether there is one (its families are shown then).
+    pub(crate) fn new(max_stations: usize, group: bool, replica: bool) -> Metrics {
         let mut registry = Registry::default();
         let build = Family::<VersionLabels, Gauge>::default();
         build
@@ -141,6 +191,8 @@ impl Metrics {
             stations_late: Gauge::default(),
             max_stations,
             registry,
+            replica: replica.then(ReplicaFamilies::default),
+            verify: VerifyFamilies::default(),
         };
         let mut registry = m.registry;
         // Counters get their `_total` suffix from the crate.
@@ -263,6 +315,53 @@ impl Metrics {
             "dlsrv_export_lag_seconds",
             "Per export feed (dlsrv export --follow NAME): seconds since the oldest body it has not delivered was stored (0: none)",
             m.export_lag.clone(),
+        );
+        if let Some(r) = &m.replica {
+            registry.register(
+                "dlsrv_replica_pending_bodies",
+                "Archived bodies not yet copied to the replica",
+                r.pending.clone(),
+            );
+            registry.register(
+                "dlsrv_replica_lag_seconds",
+                "Seconds since the oldest body not yet in the replica was received (0: none waits)",
+                r.lag.clone(),
+            );
+            registry.register(
+                "dlsrv_replica_refused_bodies",
+                "Bodies the replicator will not copy (an object with other bytes, a damaged local copy): see dlsrv verify --replica",
+                r.refused.clone(),
+            );
+            registry.register(
+                "dlsrv_replica_outage",
+                "1 while the replicator cannot reach or write the replica",
+                r.outage.clone(),
+            );
+            registry.register(
+                "dlsrv_replica_errors",
+                "The replicator's failures by kind (unreachable, timeout, denied, full, server, refused, conflict, local)",
+                r.errors.clone(),
+            );
+            registry.register(
+                "dlsrv_retention_removed_bodies",
+                "Local files removed by retention",
+                r.removed.clone(),
+            );
+        }
+        registry.register(
+            "dlsrv_verify_last_run_timestamp_seconds",
+            "When the last recorded dlsrv verify run ended (Unix time; 0: none yet)",
+            m.verify.finished.clone(),
+        );
+        registry.register(
+            "dlsrv_verify_checked_bodies",
+            "Bodies the last recorded dlsrv verify run checked",
+            m.verify.checked.clone(),
+        );
+        registry.register(
+            "dlsrv_verify_mismatched_bodies",
+            "Mismatches the last recorded dlsrv verify run found",
+            m.verify.mismatches.clone(),
         );
         if group {
             registry.register(
@@ -389,6 +488,42 @@ impl Metrics {
         }
     }
 
+    /// The replica as the catalog and the replicator tell it, for the scrape.
+    pub(crate) fn replica_seen(&self, seen: &ReplicaSeen) {
+        let Some(r) = &self.replica else {
+            return;
+        };
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        r.pending.set(gauge(seen.pending));
+        r.lag.set(seen.lag_secs);
+        r.refused.set(gauge(seen.refused));
+        r.outage.set(i64::from(seen.outage));
+        let mut last = r.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for (kind, n) in &seen.errors {
+            let before = last.0.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n);
+            // Fewer than before: the replicator restarted and counts anew.
+            let grew = if *n >= before { n - before } else { *n };
+            r.errors
+                .get_or_create(&KindLabels { kind: kind.clone() })
+                .inc_by(grew);
+        }
+        let grew = if seen.removed >= last.1 {
+            seen.removed - last.1
+        } else {
+            seen.removed
+        };
+        r.removed.inc_by(grew);
+        *last = (seen.errors.clone(), seen.removed);
+    }
+
+    /// The last recorded verify run, for the scrape.
+    pub(crate) fn verify_seen(&self, seen: &VerifySeen) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.verify.finished.set(seen.finished);
+        self.verify.checked.set(gauge(seen.checked));
+        self.verify.mismatches.set(gauge(seen.mismatches));
+    }
+
     /// The exposition text; `catalog_pending` and `body_memory` are read at scrape time.
     pub(crate) fn render(&self, catalog_pending: usize, body_memory: u64) -> String {
         self.catalog_pending
@@ -411,7 +546,7 @@ mod tests {
 
     #[test]
     fn renders_every_family_and_caps_stations() {
-        let m = Metrics::new(2, true);
+        let m = Metrics::new(2, true, false);
         {
             let _a = m.start_request();
             assert!(m.render(0, 0).contains("dlsrv_requests_in_flight 1"));
@@ -465,6 +600,6 @@ mod tests {
                 "{name} has no TYPE in\n{text}"
             );
         }
-        assert!(!Metrics::new(1, false).render(0, 0).contains("group_commit"));
+        assert!(!Metrics::new(1, false, false).render(0, 0).contains("group_commit"));
     }
 }

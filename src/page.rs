@@ -161,9 +161,10 @@ pub(crate) fn overview(
     state_dir: &Path,
     lateness: Lateness,
     now: DateTime<Utc>,
-    page_no: usize,
+    (page_no, replica): (usize, bool),
 ) -> rusqlite::Result<String> {
     let all = status::stations(conn, state_dir, lateness, now, &[])?;
+    let behind = status::behind(conn, state_dir, replica, now)?;
     let late = all.iter().filter(|s| s.late).count();
     let pages = all.len().div_ceil(PER_PAGE).max(1);
     let page_no = page_no.clamp(1, pages);
@@ -196,6 +197,9 @@ pub(crate) fn overview(
         p { (all.len()) " station(s), " strong { (late) " late" } ". "
             span.small { "As of " (short(&layout::rfc3339(now))) " UTC. "
                 a href="status.json" { "JSON" } } }
+        @if !behind.is_empty() {
+            p.small #behind { (behind.join("; ")) "." }
+        }
         (nav)
         div.wrap { table #stations {
             // What matters most first: a phone shows the first columns.

@@ -177,6 +177,7 @@ async fn status_page(
         let lateness = crate::status::Lateness::of(&s.config);
         let now = Utc::now();
         let state_dir = s.state_dir().to_path_buf();
+        let replica = s.config.replica.is_some();
         let result = s.catalog.with_reader(|conn| match (&station, json) {
             (_, true) => Ok(Some(Rendered::Stations(crate::status::stations(
                 conn,
@@ -189,7 +190,11 @@ async fn status_page(
                 Ok(crate::page::station(conn, &state_dir, lateness, now, id)?.map(Rendered::Html))
             }
             (None, _) => Ok(Some(Rendered::Html(crate::page::overview(
-                conn, &state_dir, lateness, now, page_no,
+                conn,
+                &state_dir,
+                lateness,
+                now,
+                (page_no, replica),
             )?))),
         });
         match result {

@@ -52,6 +52,7 @@ impl AppState {
         let metrics = Metrics::new(
             config.metrics_max_stations,
             config.durability == crate::config::Durability::Group,
+            config.replica.is_some(),
         );
         let archive = Archive::open(
             &config.data_dir,
@@ -250,6 +251,36 @@ impl AppState {
         {
             Ok(lags) => self.metrics.feeds_seen(&lags),
             Err(e) => tracing::warn!(error = %e, "cannot read the export feeds' lag for /metrics"),
+        }
+        if self.config.replica.is_some() {
+            match self
+                .catalog
+                .with_reader(|conn| crate::replica::lag(conn, Utc::now()))
+            {
+                Ok(lag) => {
+                    let state = crate::replica::replicate::read_state(&state_dir).unwrap_or_default();
+                    let errors = crate::replica::Kind::ALL
+                        .iter()
+                        .map(|k| (k.name().to_owned(), state.errors.get(k.name()).copied().unwrap_or(0)))
+                        .collect();
+                    self.metrics.replica_seen(&crate::metrics::ReplicaSeen {
+                        pending: lag.pending,
+                        lag_secs: lag.seconds,
+                        refused: lag.refused,
+                        errors,
+                        outage: state.outage_since_utc.is_some(),
+                        removed: state.removed_bodies,
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the replica's lag for /metrics"),
+            }
+        }
+        if let Some(last) = crate::verify::read_last(&state_dir) {
+            self.metrics.verify_seen(&crate::metrics::VerifySeen {
+                finished: layout::parse_time(&last.finished_utc).map_or(0, |t| t.timestamp()),
+                checked: last.checked,
+                mismatches: last.mismatches,
+            });
         }
     }
 

@@ -406,14 +406,40 @@ fn cell(text: &str, max: usize) -> String {
     }
 }
 
-/// `rows` as a table for a terminal (about 120 columns), late stations
-/// first, and a summary line with each export feed's lag.
-pub(crate) fn table(rows: &[StationStatus], feeds: &[(String, f64)]) -> String {
-    use std::fmt::Write as _;
-    let feeds: String = feeds
-        .iter()
-        .map(|(name, lag)| format!(", export feed {name} {} behind", human_secs(*lag as i64)))
+/// What follows the archive, and how far behind each is, in words: every
+/// export feed, and the replica when there is one.
+pub(crate) fn behind(
+    conn: &Connection,
+    state_dir: &Path,
+    replica: bool,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Vec<String>> {
+    let mut out: Vec<String> = crate::feeds::lags(conn, state_dir, now)?
+        .into_iter()
+        .map(|(name, lag)| format!("export feed {name} {} behind", human_secs(lag as i64)))
         .collect();
+    if replica {
+        let lag = crate::replica::lag(conn, now)?;
+        let mut text = format!(
+            "replica {} behind ({} bodies waiting",
+            human_secs(lag.seconds as i64),
+            lag.pending
+        );
+        if lag.refused > 0 {
+            text.push_str(&format!(", {} refused: see dlsrv verify --replica", lag.refused));
+        }
+        text.push(')');
+        out.push(text);
+    }
+    Ok(out)
+}
+
+/// `rows` as a table for a terminal (about 120 columns), late stations
+/// first, and a summary line with how far behind the archive's followers
+/// are ([`behind`]).
+pub(crate) fn table(rows: &[StationStatus], behind: &[String]) -> String {
+    use std::fmt::Write as _;
+    let feeds: String = behind.iter().map(|b| format!(", {b}")).collect();
     if rows.is_empty() {
         return format!("no stations known yet{feeds}\n");
     }

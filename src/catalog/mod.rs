@@ -41,6 +41,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use crate::layout;
 use crate::summary::Summary;
 
+pub(crate) mod places;
 pub(crate) mod summaries;
 
 /// The schema version this build writes (`PRAGMA user_version`): 2 added
@@ -65,9 +66,15 @@ CREATE TABLE IF NOT EXISTS transmissions (
     path         TEXT    NOT NULL UNIQUE,
     bytes        INTEGER NOT NULL,
     sha256       TEXT    NOT NULL,
-    indexed_utc  TEXT    NOT NULL
+    indexed_utc  TEXT    NOT NULL,
+    replicated_utc TEXT,
+    removed_utc  TEXT,
+    replica_error TEXT
 );
 CREATE INDEX IF NOT EXISTS transmissions_by_station ON transmissions (station_id, received_utc);
+-- The replicator's work: small, as the rows waiting are few.
+CREATE INDEX IF NOT EXISTS transmissions_unreplicated ON transmissions (id)
+    WHERE replicated_utc IS NULL AND removed_utc IS NULL AND replica_error IS NULL;
 CREATE TABLE IF NOT EXISTS rejected (
     id           INTEGER PRIMARY KEY,
     station_id   TEXT    NOT NULL,
@@ -539,13 +546,31 @@ pub(crate) fn open_writable(path: &Path) -> anyhow::Result<Connection> {
                 .and_then(|()| tx.execute_batch(SCHEMA))
                 .and_then(|()| {
                     tx.execute_batch(
-                        "INSERT INTO transmissions SELECT * FROM transmissions_v2 ORDER BY id;
+                        "INSERT INTO transmissions
+                           (id, station_id, action, received_utc, path, bytes, sha256, indexed_utc)
+                         SELECT id, station_id, action, received_utc, path, bytes, sha256, indexed_utc
+                           FROM transmissions_v2 ORDER BY id;
                          DROP TABLE transmissions_v2;",
                     )
                 })
                 .with_context(|| {
                     format!("cannot upgrade the transmissions of {}", path.display())
                 })?;
+        }
+        let without_places: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'transmissions'
+               AND sql NOT LIKE '%replicated_utc%'",
+            [],
+            |r| r.get(0),
+        )?;
+        if without_places {
+            // Schema 3: every body is local and not yet known in a replica.
+            tx.execute_batch(
+                "ALTER TABLE transmissions ADD COLUMN replicated_utc TEXT;
+                 ALTER TABLE transmissions ADD COLUMN removed_utc TEXT;
+                 ALTER TABLE transmissions ADD COLUMN replica_error TEXT;",
+            )
+            .with_context(|| format!("cannot upgrade the transmissions of {}", path.display()))?;
         }
         tx.execute_batch(SCHEMA)
             .and_then(|()| tx.execute_batch(summaries::SCHEMA))
@@ -748,13 +773,14 @@ pub(crate) const INSERT_ROW: &str = "INSERT INTO transmissions
     (station_id, action, received_utc, path, bytes, sha256, indexed_utc)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (path) DO NOTHING";
 
-/// Adds a row or replaces the row of its path (`dlsrv reindex`).
+/// Adds a row or replaces the row of its path (`dlsrv reindex`): the file
+/// is on the local disk, whatever retention did before.
 pub(crate) const UPSERT_ROW: &str = "INSERT INTO transmissions
     (station_id, action, received_utc, path, bytes, sha256, indexed_utc)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
     ON CONFLICT (path) DO UPDATE SET station_id = excluded.station_id, action = excluded.action,
       received_utc = excluded.received_utc, bytes = excluded.bytes, sha256 = excluded.sha256,
-      indexed_utc = excluded.indexed_utc";
+      indexed_utc = excluded.indexed_utc, removed_utc = NULL";
 
 /// Runs [`INSERT_ROW`] or [`UPSERT_ROW`] for `row`, with `last` (when it
 /// is written, or a rejected body's reason) in the last column. Returns

@@ -205,6 +205,30 @@ pub(super) fn from_archive(
     Ok(list)
 }
 
+impl FileList {
+    /// Adds the data messages that retention took off the local disk and
+    /// the replica holds (the catalog knows them; the archive no longer).
+    pub(super) fn add_remote(&mut self, catalog: &Connection, wanted: &Wanted) -> anyhow::Result<()> {
+        let mut batch = Vec::new();
+        crate::catalog::places::each_remote_data(catalog, |station_id, received_utc, path| {
+            let row = DataRow {
+                id: 0,
+                station_id,
+                received_utc,
+                path,
+                indexed_utc: String::new(),
+            };
+            batch.extend(file_of(row, wanted));
+            if batch.len() >= 10_000 {
+                self.add(std::mem::take(&mut batch))?;
+            }
+            Ok(())
+        })
+        .context("cannot read the catalog's bodies kept in the replica")?;
+        self.add(batch)
+    }
+}
+
 /// The data messages the catalog committed after id `after` up to `upto`
 /// (read a page at a time).
 pub(super) fn from_catalog(
@@ -241,25 +265,21 @@ pub(super) fn file_of(row: DataRow, wanted: &Wanted) -> Option<File> {
     })
 }
 
-/// Reads a body of the archive: a plain file under `data_dir` at a relative
-/// path without `..`, not through a symbolic link at its end.
-pub(super) fn read_body(data_dir: &Path, rel: &str) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let rel_path = Path::new(rel);
-    let plain = rel_path
-        .components()
-        .all(|c| matches!(c, std::path::Component::Normal(_)));
-    if !plain {
-        return Err("not a path inside the archive".into());
+/// Reads a body: from the archive (see [`layout::read_body`]), or, where
+/// retention took it off the local disk, from the replica.
+pub(super) fn read_body(config: &crate::config::Config, rel: &str) -> Result<Vec<u8>, String> {
+    match layout::read_body(&config.data_dir, rel) {
+        Ok(body) => Ok(body),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && config.replica.is_some() => {
+            let Some(replica) = super::replica(config) else {
+                return Err(format!("cannot read it: {e}"));
+            };
+            match replica.run(replica.store.get(rel)) {
+                Ok(Some(body)) => Ok(body.to_vec()),
+                Ok(None) => Err(format!("cannot read it: {e}, nor is it in the replica")),
+                Err(r) => Err(format!("cannot read it from the replica: {r}")),
+            }
+        }
+        Err(e) => Err(format!("cannot read it: {e}")),
     }
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(data_dir.join(rel_path))
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    let mut body = Vec::new();
-    file.read_to_end(&mut body)
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    Ok(body)
 }

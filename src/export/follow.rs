@@ -14,7 +14,6 @@
 //! log line when the outage starts and one when it ends. SIGTERM or SIGINT
 //! ends the feed between two deliveries: the one under way completes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -25,6 +24,7 @@ use super::files::{self, File, Wanted};
 use super::postgres::{self, Position};
 use super::{ExportArgs, Format, Output, Sink, Totals};
 use crate::config::Config;
+use crate::daemon::{Outage, handle_signals, pause, stopping};
 use crate::feeds::{self, FeedState};
 use crate::layout;
 
@@ -32,49 +32,10 @@ use crate::layout;
 const POLL: Duration = Duration::from_millis(200);
 /// Bodies per delivery, at most.
 const PAGE: usize = 2_000;
-/// The longest pause between two tries to reach the database.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often an idle feed says it is still there (its state file).
 const IDLE_STATE_EVERY: Duration = Duration::from_secs(10);
 /// The default lag before a warning.
 const LAG_WARN_SECS: u64 = 60;
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: nix::libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// SIGTERM and SIGINT set [`STOP`].
-fn handle_signals() -> anyhow::Result<()> {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for signal in [Signal::SIGTERM, Signal::SIGINT] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { sigaction(signal, &action) }.context("cannot handle SIGTERM")?;
-    }
-    Ok(())
-}
-
-fn stopping() -> bool {
-    STOP.load(Ordering::SeqCst)
-}
-
-/// Sleeps `d`, or less when asked to stop.
-fn pause(d: Duration) {
-    let until = Instant::now() + d;
-    while !stopping() {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        std::thread::sleep(left.min(Duration::from_millis(100)));
-    }
-}
 
 /// A feed's settings file (`/etc/dlsrv/export/NAME.toml`); the command
 /// line adds to it.
@@ -197,34 +158,23 @@ impl Target {
 }
 
 /// One outage of the target: said when it starts and when it ends.
-#[derive(Default)]
-struct Outage {
-    since: Option<Instant>,
-    tries: u32,
+/// The start of an outage, logged once.
+fn tell_outage(name: &str, e: &anyhow::Error) -> impl FnOnce() {
+    move || {
+        tracing::error!(feed = name, error = %format!("{e:#}"),
+            "export feed cannot deliver; retrying (nothing is skipped)");
+    }
 }
 
-impl Outage {
-    fn failed(&mut self, name: &str, e: &anyhow::Error) -> Duration {
-        if self.since.is_none() {
-            tracing::error!(feed = name, error = %format!("{e:#}"),
-                "export feed cannot deliver; retrying (nothing is skipped)");
-            self.since = Some(Instant::now());
-        }
-        self.tries += 1;
-        let exp = self.tries.min(10);
-        Duration::from_millis(250 * (1u64 << exp)).min(MAX_BACKOFF)
-    }
-
-    fn delivered(&mut self, name: &str) {
-        if let Some(since) = self.since.take() {
-            tracing::warn!(
-                feed = name,
-                outage_secs = since.elapsed().as_secs(),
-                tries = self.tries,
-                "export feed delivers again; catching up"
-            );
-        }
-        self.tries = 0;
+/// The end of an outage, logged once.
+fn tell_delivered(name: &str) -> impl FnOnce(Duration, u32) {
+    move |outage, tries| {
+        tracing::warn!(
+            feed = name,
+            outage_secs = outage.as_secs(),
+            tries,
+            "export feed delivers again; catching up"
+        );
     }
 }
 
@@ -254,11 +204,11 @@ pub(super) fn run(config: &Config, args: &ExportArgs, name: &str) -> anyhow::Res
         }
         match start_position(config, &feed, &mut target, &catalog_id) {
             Ok(p) => {
-                outage.delivered(&feed.name);
+                outage.ended(tell_delivered(&feed.name));
                 break p;
             }
             Err(e) => {
-                let wait = outage.failed(&feed.name, &e);
+                let wait = outage.failed(tell_outage(&feed.name, &e));
                 pause(wait);
             }
         }
@@ -298,7 +248,7 @@ pub(super) fn run(config: &Config, args: &ExportArgs, name: &str) -> anyhow::Res
             };
             match deliver(config, work.path(), &feed, &mut target, &page, held, &to) {
                 Ok(totals) => {
-                    outage.delivered(&feed.name);
+                    outage.ended(tell_delivered(&feed.name));
                     tracing::debug!(
                         feed = feed.name.as_str(),
                         position = last,
@@ -312,7 +262,7 @@ pub(super) fn run(config: &Config, args: &ExportArgs, name: &str) -> anyhow::Res
                     if let Target::Postgres { conn: Some(c), .. } = &mut target {
                         c.rollback();
                     }
-                    let wait = outage.failed(&feed.name, &e);
+                    let wait = outage.failed(tell_outage(&feed.name, &e));
                     pause(wait);
                     if stopping() {
                         return Ok(0);

@@ -23,6 +23,7 @@ mod parquet;
 mod postgres;
 mod record;
 pub(crate) mod rows;
+mod s3;
 mod sorter;
 mod text;
 
@@ -123,12 +124,12 @@ pub(crate) struct ExportArgs {
 }
 
 /// `T` as RFC 3339, or a date (its start).
-fn parse_from(s: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_from(s: &str) -> Result<DateTime<Utc>, String> {
     parse_when(s, false)
 }
 
 /// `T` as RFC 3339, or a date (the start of the next day: `--to` is exclusive).
-fn parse_to(s: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_to(s: &str) -> Result<DateTime<Utc>, String> {
     parse_when(s, true)
 }
 
@@ -327,6 +328,9 @@ pub(crate) fn run(config: &Config, args: &ExportArgs) -> anyhow::Result<u8> {
         (f, _, _, Some(_)) if f != Format::Parquet => {
             anyhow::bail!("--partition is for --format parquet")
         }
+        (f, Some(_), _, _) if f != Format::Parquet && s3_output(args).is_some() => {
+            anyhow::bail!("an s3:// --output is for --format parquet")
+        }
         _ => {}
     }
     if let Some(name) = &args.since_cursor
@@ -359,7 +363,17 @@ pub(crate) fn run(config: &Config, args: &ExportArgs) -> anyhow::Result<u8> {
                 files::from_catalog(work.path(), &catalog, cursor.after(), cursor.upto, &wanted)?;
             (list, Some(cursor))
         }
-        None => (files::from_archive(work.path(), &reader, &wanted)?, None),
+        None => {
+            let mut list = files::from_archive(work.path(), &reader, &wanted)?;
+            let catalog_path = layout::catalog_path(&config.state_dir);
+            if config.replica.is_some() && catalog_path.exists() {
+                let catalog = crate::catalog::open_reader(&catalog_path).with_context(|| {
+                    format!("cannot open the catalog {}", catalog_path.display())
+                })?;
+                list.add_remote(&catalog, &wanted)?;
+            }
+            (list, None)
+        }
     };
     let bar = crate::console::progress_bar(std::io::stderr().is_terminal(), list.count, "files");
     let mut database = match (args.format, &args.database) {
@@ -370,9 +384,13 @@ pub(crate) fn run(config: &Config, args: &ExportArgs) -> anyhow::Result<u8> {
         }
         _ => None,
     };
+    let s3 = match s3_output(args) {
+        Some(url) => Some(s3::Upload::prepare(config, url, args.partition.is_some(), work.path())?),
+        None => None,
+    };
     let mut sink = match (args.format, &args.output, database.as_mut()) {
         (Format::Parquet, Some(path), _) => Sink::Parquet(parquet::ParquetOut::open(
-            path,
+            s3.as_ref().map_or(path.as_path(), s3::Upload::local),
             args.partition,
             args.events,
         )?),
@@ -414,7 +432,12 @@ pub(crate) fn run(config: &Config, args: &ExportArgs) -> anyhow::Result<u8> {
     let mut loaded = String::new();
     match sink {
         Sink::Text { out, .. } => out.finish()?,
-        Sink::Parquet(out) => out.finish()?,
+        Sink::Parquet(out) => {
+            out.finish()?;
+            if let Some(upload) = s3 {
+                loaded = upload.finish()?;
+            }
+        }
         Sink::Postgres { target, buffer } => {
             target.copy(&buffer)?;
             let changed = target.commit(None)?;
@@ -426,6 +449,14 @@ pub(crate) fn run(config: &Config, args: &ExportArgs) -> anyhow::Result<u8> {
     }
     eprintln!("dlsrv export: {}{loaded}", totals.line());
     Ok(if totals.skipped > 0 { 2 } else { 0 })
+}
+
+/// `--output s3://…`, when it is one.
+fn s3_output(args: &ExportArgs) -> Option<&str> {
+    args.output
+        .as_deref()
+        .and_then(|p| p.to_str())
+        .filter(|p| p.starts_with("s3://"))
 }
 
 /// Refuses what a format cannot hold.
@@ -475,6 +506,26 @@ fn open_catalog(config: &Config) -> anyhow::Result<rusqlite::Connection> {
         .with_context(|| format!("cannot open the catalog {}", path.display()))
 }
 
+/// The replica, for bodies that retention took off the local disk: opened
+/// once per process, when first needed. One that cannot be opened (no
+/// credentials for this user) is said once; its bodies are then skipped.
+pub(super) fn replica(config: &Config) -> Option<&'static crate::replica::Blocking> {
+    static REPLICA: std::sync::OnceLock<Option<crate::replica::Blocking>> =
+        std::sync::OnceLock::new();
+    config.replica.as_ref()?;
+    REPLICA
+        .get_or_init(|| match crate::replica::Blocking::of(config) {
+            Ok(replica) => replica,
+            Err(e) => {
+                eprintln!(
+                    "dlsrv export: bodies kept only in the replica cannot be read: {e:#}"
+                );
+                None
+            }
+        })
+        .as_ref()
+}
+
 /// A body for a reading thread.
 struct Job {
     seq: u64,
@@ -509,7 +560,6 @@ fn pipeline(
         .clamp(1, 16)
         * 2;
     let window = threads as u64 * AHEAD_PER_THREAD;
-    let data_dir = config.data_dir.as_path();
     let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(threads * 2);
     let job_rx = Mutex::new(job_rx);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
@@ -522,7 +572,7 @@ fn pipeline(
                     loop {
                         let next = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                         let Ok(Job { seq, file }) = next else { break };
-                        let result = files::read_body(data_dir, &file.path).and_then(|body| {
+                        let result = files::read_body(config, &file.path).and_then(|body| {
                             let info = Arc::new(FileInfo {
                                 station: file.station.clone(),
                                 received: file.received,
