@@ -229,7 +229,10 @@ fn check_config(config: Config) -> anyhow::Result<()> {
                 plan.removed,
                 plan.bytes,
                 if plan.unverified > 0 {
-                    format!("; {} more are due but not yet in the replica", plan.unverified)
+                    format!(
+                        "; {} more are due but not yet in the replica",
+                        plan.unverified
+                    )
                 } else {
                     String::new()
                 }

@@ -432,7 +432,9 @@ impl Config {
         if let Some(replica) = &self.replica {
             replica.bucket_and_prefix()?;
             if replica.keep_local_days == Some(0) {
-                bail!("replica.keep_local_days: must be at least 1 (leave it out to keep bodies forever)");
+                bail!(
+                    "replica.keep_local_days: must be at least 1 (leave it out to keep bodies forever)"
+                );
             }
             if replica.region.is_empty() {
                 bail!("replica.region: must not be empty");

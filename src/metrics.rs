@@ -500,7 +500,11 @@ impl Metrics {
         r.outage.set(i64::from(seen.outage));
         let mut last = r.seen.lock().unwrap_or_else(|e| e.into_inner());
         for (kind, n) in &seen.errors {
-            let before = last.0.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n);
+            let before = last
+                .0
+                .iter()
+                .find(|(k, _)| k == kind)
+                .map_or(0, |(_, n)| *n);
             // Fewer than before: the replicator restarted and counts anew.
             let grew = if *n >= before { n - before } else { *n };
             r.errors
@@ -600,6 +604,10 @@ mod tests {
                 "{name} has no TYPE in\n{text}"
             );
         }
-        assert!(!Metrics::new(1, false, false).render(0, 0).contains("group_commit"));
+        assert!(
+            !Metrics::new(1, false, false)
+                .render(0, 0)
+                .contains("group_commit")
+        );
     }
 }

@@ -56,8 +56,8 @@ enum Outcome {
 /// `dlsrv restore --from-replica`: 0 when every wanted body is on the
 /// local disk afterwards, 1 when some could not be restored.
 pub(crate) fn run(config: &Config, args: &RestoreArgs) -> anyhow::Result<u8> {
-    let replica = Blocking::of(config)?
-        .context("--from-replica: the configuration has no [replica]")?;
+    let replica =
+        Blocking::of(config)?.context("--from-replica: the configuration has no [replica]")?;
     let archive = DurableDir::open(
         &config.data_dir,
         Options {
@@ -82,7 +82,8 @@ pub(crate) fn run(config: &Config, args: &RestoreArgs) -> anyhow::Result<u8> {
             match layout::parse_archive_path(&rel) {
                 Some((action, station, t))
                     if archived.contains(&action)
-                        && (args.stations.is_empty() || args.stations.iter().any(|s| s == station))
+                        && (args.stations.is_empty()
+                            || args.stations.iter().any(|s| s == station))
                         && args.from.is_none_or(|f| t >= f)
                         && args.to.is_none_or(|to| t < to) =>
                 {
@@ -180,8 +181,8 @@ fn write(archive: &DurableDir, rel: &str, body: &[u8]) -> std::io::Result<()> {
 /// `dlsrv reindex --from-replica`, after the archive's own rows: a row for
 /// each body only the replica holds. Returns how many were added.
 pub(crate) fn index_remote(config: &Config, catalog_path: &Path) -> anyhow::Result<u64> {
-    let replica = Blocking::of(config)?
-        .context("--from-replica: the configuration has no [replica]")?;
+    let replica =
+        Blocking::of(config)?.context("--from-replica: the configuration has no [replica]")?;
     let mut conn = crate::catalog::open_writable(catalog_path)?;
     let archived = crate::request::Action::archived();
     let mut added = 0;

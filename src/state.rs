@@ -258,10 +258,16 @@ impl AppState {
                 .with_reader(|conn| crate::replica::lag(conn, Utc::now()))
             {
                 Ok(lag) => {
-                    let state = crate::replica::replicate::read_state(&state_dir).unwrap_or_default();
+                    let state =
+                        crate::replica::replicate::read_state(&state_dir).unwrap_or_default();
                     let errors = crate::replica::Kind::ALL
                         .iter()
-                        .map(|k| (k.name().to_owned(), state.errors.get(k.name()).copied().unwrap_or(0)))
+                        .map(|k| {
+                            (
+                                k.name().to_owned(),
+                                state.errors.get(k.name()).copied().unwrap_or(0),
+                            )
+                        })
                         .collect();
                     self.metrics.replica_seen(&crate::metrics::ReplicaSeen {
                         pending: lag.pending,

@@ -426,7 +426,10 @@ pub(crate) fn behind(
             lag.pending
         );
         if lag.refused > 0 {
-            text.push_str(&format!(", {} refused: see dlsrv verify --replica", lag.refused));
+            text.push_str(&format!(
+                ", {} refused: see dlsrv verify --replica",
+                lag.refused
+            ));
         }
         text.push(')');
         out.push(text);

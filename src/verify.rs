@@ -127,7 +127,10 @@ pub(crate) fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<u8> {
                             break;
                         };
                         if let Some(m) = check_local(&config.data_dir, row) {
-                            local_found.lock().unwrap_or_else(|e| e.into_inner()).push(m);
+                            local_found
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(m);
                         }
                     }
                 });
@@ -137,11 +140,7 @@ pub(crate) fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<u8> {
         if let Some(replica) = &replica {
             let in_replica: Vec<Placed> = page.iter().filter(|r| r.replicated).cloned().collect();
             remote += in_replica.len() as u64;
-            found.extend(replica.run(check_replica(
-                &replica.store,
-                &config.data_dir,
-                in_replica,
-            )));
+            found.extend(replica.run(check_replica(&replica.store, &config.data_dir, in_replica)));
         }
     }
     if replica.is_some() {

@@ -208,7 +208,11 @@ pub(super) fn from_archive(
 impl FileList {
     /// Adds the data messages that retention took off the local disk and
     /// the replica holds (the catalog knows them; the archive no longer).
-    pub(super) fn add_remote(&mut self, catalog: &Connection, wanted: &Wanted) -> anyhow::Result<()> {
+    pub(super) fn add_remote(
+        &mut self,
+        catalog: &Connection,
+        wanted: &Wanted,
+    ) -> anyhow::Result<()> {
         let mut batch = Vec::new();
         crate::catalog::places::each_remote_data(catalog, |station_id, received_utc, path| {
             let row = DataRow {

@@ -385,7 +385,12 @@ pub(crate) fn run(config: &Config, args: &ExportArgs) -> anyhow::Result<u8> {
         _ => None,
     };
     let s3 = match s3_output(args) {
-        Some(url) => Some(s3::Upload::prepare(config, url, args.partition.is_some(), work.path())?),
+        Some(url) => Some(s3::Upload::prepare(
+            config,
+            url,
+            args.partition.is_some(),
+            work.path(),
+        )?),
         None => None,
     };
     let mut sink = match (args.format, &args.output, database.as_mut()) {
@@ -517,9 +522,7 @@ pub(super) fn replica(config: &Config) -> Option<&'static crate::replica::Blocki
         .get_or_init(|| match crate::replica::Blocking::of(config) {
             Ok(replica) => replica,
             Err(e) => {
-                eprintln!(
-                    "dlsrv export: bodies kept only in the replica cannot be read: {e:#}"
-                );
+                eprintln!("dlsrv export: bodies kept only in the replica cannot be read: {e:#}");
                 None
             }
         })

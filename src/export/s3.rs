@@ -74,7 +74,8 @@ impl Upload {
         files.sort();
         let mut bytes = 0;
         for (rel, path) in &files {
-            let body = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let body =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             bytes += body.len();
             self.replica
                 .run(self.replica.store.put_file(rel, body.into()))
@@ -85,7 +86,11 @@ impl Upload {
                 .run(self.replica.store.put_file("_SUCCESS", Vec::new().into()))
                 .with_context(|| format!("cannot upload to {}", self.url))?;
         }
-        Ok(format!(", {} files ({bytes} bytes) uploaded to {}", files.len(), self.url))
+        Ok(format!(
+            ", {} files ({bytes} bytes) uploaded to {}",
+            files.len(),
+            self.url
+        ))
     }
 }
 

@@ -189,7 +189,11 @@ struct Secret {
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Secret {{ key_id: {:?}, secret: <hidden> }}", self.key_id)
+        write!(
+            f,
+            "Secret {{ key_id: {:?}, secret: <hidden> }}",
+            self.key_id
+        )
     }
 }
 
@@ -351,7 +355,10 @@ impl Store {
             .await;
         match result {
             Ok(out) => Ok(Some(Head {
-                size: out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                size: out
+                    .content_length()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
                 checksum: out.checksum_sha256().map(str::to_owned),
             })),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
@@ -559,7 +566,10 @@ impl Store {
             .iter()
             .filter_map(|object| {
                 let rel = object.key().and_then(|k| self.rel(k))?;
-                let size = object.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+                let size = object
+                    .size()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0);
                 Some((rel.to_owned(), size))
             })
             .collect())

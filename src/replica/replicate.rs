@@ -37,8 +37,10 @@ use crate::daemon::{Outage, handle_signals, pause, stopping};
 use crate::durable::AtomicFile;
 use crate::{catalog, layout, logging};
 
-/// Bodies read from the catalog at a time.
-const BATCH: usize = 256;
+/// Bodies read from the catalog at a time (and recorded as replicated
+/// together): with `replica_concurrency` of them in flight, a batch is a
+/// few round trips, so progress shows in the catalog every few hundred ms.
+const BATCH: usize = 64;
 /// How long an idle replicator waits before it looks at the catalog again.
 const POLL: Duration = Duration::from_millis(500);
 /// How often retention runs.
@@ -210,7 +212,9 @@ impl Worker<'_> {
         let replica = self.store.as_ref().map(|s| (&self.runtime, s));
         match super::retention::apply(self.config, policy, conn, replica) {
             Ok(run) => self.state.removed_bodies += run.removed,
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "retention failed; trying again in an hour"),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "retention failed; trying again in an hour")
+            }
         }
     }
 

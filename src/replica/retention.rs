@@ -154,8 +154,8 @@ fn each_due(
     let cutoff = layout::rfc3339(cutoff);
     let mut after = 0;
     loop {
-        let page = places::local_before(conn, &cutoff, after, PAGE)
-            .context("cannot read the catalog")?;
+        let page =
+            places::local_before(conn, &cutoff, after, PAGE).context("cannot read the catalog")?;
         let Some(last) = page.last() else {
             return Ok(());
         };
@@ -198,7 +198,9 @@ pub(crate) fn apply(
                     run.bytes += row.bytes;
                     dirs.insert(crate::durable::parent_dir(&path).to_path_buf());
                 }
-                Err(e) => tracing::warn!(path = row.path.as_str(), error = %e, "cannot remove a body"),
+                Err(e) => {
+                    tracing::warn!(path = row.path.as_str(), error = %e, "cannot remove a body")
+                }
             }
         }
         sync_dirs(dirs);
