@@ -24,6 +24,9 @@ EXPORT_DIR=$CONF_DIR/export
 UNIT_DIR=/etc/systemd/system
 DROPIN_DIR=$UNIT_DIR/dlsrv.service.d
 DROPIN=$DROPIN_DIR/data-dir.conf
+# The replicator removes bodies (retention): the same drop-in for it.
+REPLICA_DROPIN_DIR=$UNIT_DIR/dlsrv-replica.service.d
+REPLICA_DROPIN=$REPLICA_DROPIN_DIR/data-dir.conf
 TMPFILES=/etc/tmpfiles.d/dlsrv.conf
 SITE=/etc/nginx/sites-available/dlsrv.conf
 SITE_LINK=/etc/nginx/sites-enabled/dlsrv.conf
@@ -309,6 +312,7 @@ uninstall() {
         if systemd_running; then
             step "Stopping and disabling dlsrv.service, dlsrv.socket and dlsrv-report.timer"
             run systemctl disable --now dlsrv-report.timer 2>/dev/null || true
+            run systemctl disable --now dlsrv-verify.timer dlsrv-replica.service 2>/dev/null || true
             run systemctl disable --now dlsrv.service dlsrv.socket || warn "could not stop/disable the units (not installed?)"
         fi
     fi
@@ -325,6 +329,11 @@ uninstall() {
     remove_path "$(d "$UNIT_DIR/dlsrv-report.service")"
     remove_path "$(d "$UNIT_DIR/dlsrv-report.timer")"
     remove_path "$(d "$UNIT_DIR/dlsrv-export@.service")"
+    remove_path "$(d "$UNIT_DIR/dlsrv-replica.service")"
+    remove_path "$(d "$UNIT_DIR/dlsrv-verify.service")"
+    remove_path "$(d "$UNIT_DIR/dlsrv-verify.timer")"
+    remove_path "$(d "$REPLICA_DROPIN")"
+    rmdir "$(d "$REPLICA_DROPIN_DIR")" 2>/dev/null || true
     remove_path "$(d "$DROPIN")"
     if [ -d "$(d "$DROPIN_DIR")" ]; then
         rmdir "$(d "$DROPIN_DIR")" 2>/dev/null || info "kept $(d "$DROPIN_DIR") (it has other drop-ins)"
@@ -426,6 +435,7 @@ fi
 
 for f in dlsrv.toml systemd/dlsrv.service systemd/dlsrv.socket systemd/dlsrv.tmpfiles \
     systemd/dlsrv-report.service systemd/dlsrv-report.timer systemd/dlsrv-export@.service \
+    systemd/dlsrv-replica.service systemd/dlsrv-verify.service systemd/dlsrv-verify.timer \
     nginx/dlsrv.conf fail2ban/jail.d/dlsrv.conf; do
     [ -f "$SCRIPT_DIR/$f" ] || die "missing $SCRIPT_DIR/$f: run this script from a complete checkout"
 done
@@ -663,6 +673,10 @@ put_file "$SCRIPT_DIR/systemd/dlsrv-report.service" "$(d "$UNIT_DIR/dlsrv-report
 put_file "$SCRIPT_DIR/systemd/dlsrv-report.timer" "$(d "$UNIT_DIR/dlsrv-report.timer")" 0644
 # Export feeds (--export-to): the template, and each feed's settings.
 put_file "$SCRIPT_DIR/systemd/dlsrv-export@.service" "$(d "$UNIT_DIR/dlsrv-export@.service")" 0644
+# The replicator and the weekly verification (docs/operations.md): enabled below.
+put_file "$SCRIPT_DIR/systemd/dlsrv-replica.service" "$(d "$UNIT_DIR/dlsrv-replica.service")" 0644
+put_file "$SCRIPT_DIR/systemd/dlsrv-verify.service" "$(d "$UNIT_DIR/dlsrv-verify.service")" 0644
+put_file "$SCRIPT_DIR/systemd/dlsrv-verify.timer" "$(d "$UNIT_DIR/dlsrv-verify.timer")" 0644
 EXPORT_NAMES=
 if [ -n "$EXPORTS" ]; then
     ensure_dir 0750 "$(d "$EXPORT_DIR")"
@@ -692,8 +706,8 @@ CHANGED=0
 if [ "$DATA_DIR" = "$DEFAULT_DATA_DIR" ]; then
     if [ -e "$(d "$DROPIN")" ]; then
         info "data_dir is the default again: removing the drop-in"
-        run rm -f "$(d "$DROPIN")"
-        rmdir "$(d "$DROPIN_DIR")" 2>/dev/null || true
+        run rm -f "$(d "$DROPIN")" "$(d "$REPLICA_DROPIN")"
+        rmdir "$(d "$DROPIN_DIR")" "$(d "$REPLICA_DROPIN_DIR")" 2>/dev/null || true
         CHANGED=1
     fi
 else
@@ -707,6 +721,8 @@ else
 ReadWritePaths=$DATA_DIR
 EOF
     put_file "$TMP" "$(d "$DROPIN")" 0644
+    ensure_dir 0755 "$(d "$REPLICA_DROPIN_DIR")"
+    put_file "$TMP" "$(d "$REPLICA_DROPIN")" 0644
 fi
 [ "$CHANGED" -eq 0 ] || SERVICE_CHANGED=1
 
@@ -873,6 +889,7 @@ if [ "$STAGED" -eq 1 ]; then
     step "Files laid out under $DESTDIR:"
     for f in "$BIN" "$CONF" "$UNIT_DIR/dlsrv.service" "$UNIT_DIR/dlsrv.socket" "$DROPIN" \
         "$UNIT_DIR/dlsrv-report.service" "$UNIT_DIR/dlsrv-report.timer" "$UNIT_DIR/dlsrv-export@.service" \
+        "$UNIT_DIR/dlsrv-replica.service" "$UNIT_DIR/dlsrv-verify.service" "$UNIT_DIR/dlsrv-verify.timer" "$REPLICA_DROPIN" \
         "$TMPFILES" "$SITE" "$SITE_LINK" "$HTPASSWD" "$OPERATORS_HTPASSWD" "$LOGINS" "$JAIL" "$CERT" "$KEY" "$DATA_DIR"; do
         if [ -e "$(d "$f")" ] || [ -L "$(d "$f")" ]; then
             info "$(d "$f")"
@@ -919,6 +936,12 @@ if [ "$START" = start ] && [ "$LOGINS_CHANGED" -eq 1 ]; then
 fi
 info "dlsrv.service: $(systemctl is-active dlsrv.service)"
 run systemctl enable --now dlsrv-report.timer || warn "could not enable dlsrv-report.timer"
+run systemctl enable --now dlsrv-verify.timer || warn "could not enable dlsrv-verify.timer"
+# The replicator reads [replica] and retention at start: restarted to take
+# a changed configuration (without either, it says so and exits).
+run systemctl enable dlsrv-replica.service || warn "could not enable dlsrv-replica.service"
+run systemctl restart dlsrv-replica.service \
+    || warn "dlsrv-replica did not start: journalctl -u dlsrv-replica"
 for EXPORT_NAME in $EXPORT_NAMES; do
     step "Enabling the export feed $EXPORT_NAME"
     run systemctl enable "dlsrv-export@$EXPORT_NAME.service"

@@ -41,6 +41,9 @@ pub(crate) struct VerifyArgs {
     /// Also check the replica: every replicated body's object, same checksum.
     #[arg(long)]
     replica: bool,
+    /// `--replica` when the configuration has a [replica] (the timer's unit).
+    #[arg(long, conflicts_with = "replica")]
+    replica_if_configured: bool,
     /// Keep this run's figures in state_dir for /metrics (the timer's run).
     #[arg(long)]
     record: bool,
@@ -89,10 +92,10 @@ pub(crate) fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<u8> {
             config.state_dir.display()
         );
     };
-    let replica = match (args.replica, Store::of(config)?) {
-        (false, _) => None,
-        (true, Some(store)) => Some(Blocking::new(store)?),
-        (true, None) => anyhow::bail!("--replica: the configuration has no [replica]"),
+    let replica = match (args.replica, args.replica_if_configured, Store::of(config)?) {
+        (true, _, None) => anyhow::bail!("--replica: the configuration has no [replica]"),
+        (true, _, Some(store)) | (_, true, Some(store)) => Some(Blocking::new(store)?),
+        _ => None,
     };
     let seed = seed();
     let percent = args.sample.unwrap_or(100.0);

@@ -831,6 +831,13 @@ fn destdir_install_lays_out_the_whole_kit_and_is_idempotent() {
         "bcrypt: {operators}"
     );
     assert!(d.join("etc/systemd/system/dlsrv-report.timer").is_file());
+    for unit in [
+        "dlsrv-replica.service",
+        "dlsrv-verify.service",
+        "dlsrv-verify.timer",
+    ] {
+        assert!(d.join("etc/systemd/system").join(unit).is_file(), "{unit}");
+    }
     // The login's stations, in the logins file the configuration names.
     let logins = d.join("etc/dlsrv/logins.toml");
     let text = fs::read_to_string(&logins).expect("logins file");
@@ -948,6 +955,9 @@ fn staged_units_verify_and_are_sandboxed() {
         ("dlsrv-report.timer", "dlsrv-report.timer"),
         // A template is verified as an instance of it.
         ("dlsrv-export@.service", "dlsrv-export@flood.service"),
+        ("dlsrv-replica.service", "dlsrv-replica.service"),
+        ("dlsrv-verify.service", "dlsrv-verify.service"),
+        ("dlsrv-verify.timer", "dlsrv-verify.timer"),
     ] {
         let text =
             fs::read_to_string(dest.path().join("etc/systemd/system").join(unit)).expect("unit");
@@ -963,7 +973,10 @@ fn staged_units_verify_and_are_sandboxed() {
         .arg(units.path().join("dlsrv.service"))
         .arg(units.path().join("dlsrv-report.service"))
         .arg(units.path().join("dlsrv-report.timer"))
-        .arg(units.path().join("dlsrv-export@flood.service")));
+        .arg(units.path().join("dlsrv-export@flood.service"))
+        .arg(units.path().join("dlsrv-replica.service"))
+        .arg(units.path().join("dlsrv-verify.service"))
+        .arg(units.path().join("dlsrv-verify.timer")));
     let complaints = String::from_utf8_lossy(&out.stderr);
     assert!(
         !complaints.contains("dlsrv"),
@@ -997,6 +1010,27 @@ fn staged_units_verify_and_are_sandboxed() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure in:\n{report}"));
     assert!(exposure <= 3.0, "exposure {exposure} > 3.0:\n{report}");
+
+    // The replicator and the verification: sandboxed alike; they reach the store.
+    for unit in ["dlsrv-replica.service", "dlsrv-verify.service"] {
+        let out = run(Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(units.path().join(unit)));
+        let report = String::from_utf8_lossy(&out.stdout);
+        let exposure: f64 = report
+            .lines()
+            .find_map(|l| {
+                l.split(&format!("Overall exposure level for {unit}:"))
+                    .nth(1)
+            })
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure in:\n{report}"));
+        assert!(
+            exposure <= 3.0,
+            "{unit}: exposure {exposure} > 3.0:\n{report}"
+        );
+    }
 }
 
 #[test]
