@@ -269,7 +269,7 @@ fn post(socket: &Path, from: usize, n: usize) -> Vec<Duration> {
 }
 
 fn scrape(socket: &Path) -> String {
-    runtime().block_on(metrics(socket))
+    runtime().block_on(get(socket, "/metrics"))
 }
 
 fn p99(mut d: Vec<Duration>) -> Duration {
@@ -277,9 +277,9 @@ fn p99(mut d: Vec<Duration>) -> Duration {
     d[(d.len() * 99 / 100).min(d.len() - 1)]
 }
 
-async fn metrics(socket: &Path) -> String {
+async fn get(socket: &Path, target: &str) -> String {
     let mut conn = Conn::open(socket).await;
-    conn.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    conn.send(format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .await;
     conn.reply().await.text()
 }
