@@ -227,6 +227,30 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
+/// A command line's time `T`: RFC 3339, or a date (its start).
+pub fn parse_from(s: &str) -> Result<DateTime<Utc>, String> {
+    parse_when(s, false)
+}
+
+/// `T` as RFC 3339, or a date (the start of the next day: `--to` is exclusive).
+pub fn parse_to(s: &str) -> Result<DateTime<Utc>, String> {
+    parse_when(s, true)
+}
+
+fn parse_when(s: &str, day_end: bool) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let day = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| format!("{s:?} is neither RFC 3339 (2026-01-31T06:00:00Z) nor a date"))?;
+    let day = if day_end {
+        day.succ_opt().unwrap_or(day)
+    } else {
+        day
+    };
+    Ok(day.and_time(chrono::NaiveTime::MIN).and_utc())
+}
+
 /// Queue ids are the queueing time, `YYYYMMDDTHHMMSS.ffffff`: sorting is age order.
 pub fn command_id(t: DateTime<Utc>) -> String {
     t.format("%Y%m%dT%H%M%S%.6f").to_string()

@@ -2,7 +2,7 @@
 //! by NGINX over a Unix socket, and archives each body durably.
 //!
 //! Map of the crate (the path of one transmission is in docs/architecture.md):
-//! - [`cli`]: the command line (`serve`, `check-config`, `commands`, `reindex`).
+//! - [`cli`]: the command line (`serve`, `check-config`, `commands`, `reindex`, …).
 //! - [`config`]: figment configuration (TOML, then `DLSRV_*`), validation.
 //! - [`listener`]: the socket systemd passes, or binding our own safely.
 //! - [`server`]: the accept loop and graceful drain ([`server::run`]).
@@ -34,7 +34,11 @@
 //! - `status`: where each station stands, from the catalog (`dlsrv status`, the pages, `/metrics`).
 //! - `page`: the operators' status pages (`/status`), server-rendered with maud.
 //! - `report`: `dlsrv report`, the report of a period.
-//! - `export`: `dlsrv export`, the archive's values and events as rows (CSV, JSON Lines).
+//! - `export`: `dlsrv export`, the archive's values and events as rows (CSV, JSON Lines, …).
+//! - `replica`: the copy of the archive in S3-compatible storage (`dlsrv replicate`), retention.
+//! - `verify`: `dlsrv verify`, bodies against the catalog and the replica.
+//! - `restore`: `dlsrv restore --from-replica`, `reindex --from-replica`.
+//! - `daemon`: signals, pauses and outages of the subcommands that run until SIGTERM.
 //! - `response`: the OTT Response document and plain-text answers.
 //! - `error`: request failures and their status codes.
 //! - [`state`]: what all requests share.

@@ -36,10 +36,10 @@ pub(crate) struct RestoreArgs {
     #[arg(long = "station", value_name = "ID")]
     stations: Vec<String>,
     /// Only bodies received at or after T (RFC 3339, or a date).
-    #[arg(long, value_name = "T", value_parser = crate::export::parse_from)]
+    #[arg(long, value_name = "T", value_parser = crate::layout::parse_from)]
     from: Option<DateTime<Utc>>,
     /// Only bodies received before T (RFC 3339, or a date: up to its end).
-    #[arg(long, value_name = "T", value_parser = crate::export::parse_to)]
+    #[arg(long, value_name = "T", value_parser = crate::layout::parse_to)]
     to: Option<DateTime<Utc>>,
 }
 

@@ -33,7 +33,7 @@ pub(crate) struct VerifyArgs {
     #[command(flatten)]
     pub(crate) config: ConfigArg,
     /// Only bodies received at or after T (RFC 3339, or a date).
-    #[arg(long, value_name = "T", value_parser = crate::export::parse_from)]
+    #[arg(long, value_name = "T", value_parser = crate::layout::parse_from)]
     since: Option<DateTime<Utc>>,
     /// Check about PERCENT of the bodies (chosen at random each run).
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 
 use crate::config::Config;
@@ -79,13 +79,13 @@ pub(crate) struct ExportArgs {
     #[arg(long = "channel", value_name = "ID")]
     pub(crate) channels: Vec<String>,
     /// Values measured at or after T (UTC; RFC 3339 or a date).
-    #[arg(long, value_name = "T", value_parser = parse_from)]
+    #[arg(long, value_name = "T", value_parser = layout::parse_from)]
     pub(crate) from: Option<DateTime<Utc>>,
     /// Values measured before T; a date means up to the end of that day.
-    #[arg(long, value_name = "T", value_parser = parse_to)]
+    #[arg(long, value_name = "T", value_parser = layout::parse_to)]
     pub(crate) to: Option<DateTime<Utc>>,
     /// Only bodies received at or after T.
-    #[arg(long, value_name = "T", value_parser = parse_from)]
+    #[arg(long, value_name = "T", value_parser = layout::parse_from)]
     pub(crate) received_since: Option<DateTime<Utc>>,
     /// Only bodies received since the last complete run with this cursor
     /// (kept in state_dir; moved once the output is complete and durable).
@@ -121,30 +121,6 @@ pub(crate) struct ExportArgs {
     /// MiB of rows sorted in memory before a run is spilled (tests, tuning).
     #[arg(long, value_name = "MIB", hide = true)]
     pub(crate) sort_buffer_mib: Option<usize>,
-}
-
-/// `T` as RFC 3339, or a date (its start).
-pub(crate) fn parse_from(s: &str) -> Result<DateTime<Utc>, String> {
-    parse_when(s, false)
-}
-
-/// `T` as RFC 3339, or a date (the start of the next day: `--to` is exclusive).
-pub(crate) fn parse_to(s: &str) -> Result<DateTime<Utc>, String> {
-    parse_when(s, true)
-}
-
-fn parse_when(s: &str, day_end: bool) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let day = NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| format!("{s:?} is neither RFC 3339 (2026-01-31T06:00:00Z) nor a date"))?;
-    let day = if day_end {
-        day.succ_opt().unwrap_or(day)
-    } else {
-        day
-    };
-    Ok(day.and_time(chrono::NaiveTime::MIN).and_utc())
 }
 
 /// What a run did, said on stderr at the end.
