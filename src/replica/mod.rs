@@ -199,7 +199,8 @@ impl std::fmt::Debug for Secret {
 
 /// Reads the credentials: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`
 /// when both are set, else `credentials_file` (which must belong to this
-/// user and be readable by no one else). Returns where they came from.
+/// user, or be read by root, and be readable by no one but its owner).
+/// Returns where they came from.
 fn credentials(replica: &ReplicaConfig) -> anyhow::Result<(Secret, String)> {
     if let (Ok(key_id), Ok(secret)) = (
         std::env::var("AWS_ACCESS_KEY_ID"),
@@ -220,8 +221,15 @@ fn credentials(replica: &ReplicaConfig) -> anyhow::Result<(Secret, String)> {
 }
 
 fn read_credentials_file(path: &Path) -> anyhow::Result<Secret> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(path).context("cannot read it")?;
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    // Checked and read through one handle, not through a link.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .context("cannot read it (a symbolic link is refused)")?;
+    let meta = file.metadata().context("cannot read it")?;
     if !meta.file_type().is_file() {
         bail!("not a plain file");
     }
@@ -231,14 +239,17 @@ fn read_credentials_file(path: &Path) -> anyhow::Result<Secret> {
             meta.mode() & 0o7777
         );
     }
-    if meta.uid() != nix::unistd::geteuid().as_raw() {
+    // root (an operator's `sudo dlsrv check-config`) may read dlsrv's file.
+    let me = nix::unistd::geteuid();
+    if !me.is_root() && meta.uid() != me.as_raw() {
         bail!(
             "it belongs to uid {}, not to this user (uid {}): chown it to the user dlsrv runs as",
             meta.uid(),
-            nix::unistd::geteuid()
+            me
         );
     }
-    let text = std::fs::read_to_string(path).context("cannot read it")?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).context("cannot read it")?;
     // The AWS shared-credentials format: `key = value` lines, `[profile]`
     // headers and `#` comments (only the keys below count).
     let (mut key_id, mut secret) = (None, None);

@@ -5,6 +5,7 @@
 
 pub mod garage;
 pub mod pg;
+pub mod replica;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
