@@ -70,13 +70,7 @@ pub(crate) fn run(config: &Config, args: &RestoreArgs) -> anyhow::Result<u8> {
     let archived = crate::request::Action::archived();
     let (mut restored, mut bytes, mut present, mut other) = (0u64, 0u64, 0u64, 0u64);
     let mut failed = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = replica
-            .run(replica.store.list_page("", after.as_deref()))
-            .with_context(|| format!("cannot list {}", replica.store.url()))?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
+    replica.each_page(|page| {
         let mut wanted = Vec::new();
         for (rel, _) in page {
             match layout::parse_archive_path(&rel) {
@@ -105,7 +99,8 @@ pub(crate) fn run(config: &Config, args: &RestoreArgs) -> anyhow::Result<u8> {
             }
         }
         eprint!("\rdlsrv restore: {restored} restored, {present} already here …");
-    }
+        Ok(())
+    })?;
     eprintln!();
     for (rel, why) in &failed {
         println!("{rel}: {why}");
@@ -186,13 +181,7 @@ pub(crate) fn index_remote(config: &Config, catalog_path: &Path) -> anyhow::Resu
     let mut conn = crate::catalog::open_writable(catalog_path)?;
     let archived = crate::request::Action::archived();
     let mut added = 0;
-    let mut after: Option<String> = None;
-    loop {
-        let page = replica
-            .run(replica.store.list_page("", after.as_deref()))
-            .with_context(|| format!("cannot list {}", replica.store.url()))?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
+    replica.each_page(|page| {
         let mut missing = Vec::new();
         {
             let mut known = conn.prepare_cached("SELECT 1 FROM transmissions WHERE path = ?1")?;
@@ -232,7 +221,8 @@ pub(crate) fn index_remote(config: &Config, catalog_path: &Path) -> anyhow::Resu
             added += 1;
         }
         tx.commit().context("cannot commit catalog rows")?;
-    }
+        Ok(())
+    })?;
     Ok(added)
 }
 

@@ -24,11 +24,7 @@ fn kill_9_of_the_replicator_three_times_loses_nothing_and_uploads_nothing_twice(
     };
     // Slow enough (a bandwidth cap) for the kills to land mid-run.
     let site = Site::new(&garage, "", "replica_max_bytes_per_sec = 40000");
-    let daemon = site.serve();
-    post(&daemon.socket, 0, 600);
-    daemon.sigterm();
-    let (ok, _) = daemon.wait();
-    assert!(ok);
+    site.stored(600);
     let mut killed_at = Vec::new();
     for _ in 0..3 {
         // Killed in the middle of a batch: some objects up, not yet recorded.
@@ -359,10 +355,7 @@ fn disaster_recovery_restores_every_body_byte_exact_and_the_same_status() {
         return;
     };
     let site = Site::new(&garage, "", "");
-    let daemon = site.serve();
-    post(&daemon.socket, 0, 300);
-    daemon.sigterm();
-    assert!(daemon.wait().0);
+    site.stored(300);
     let replicator = site.replicator();
     site.wait_replicated(300, Duration::from_secs(60));
     replicator.stop();

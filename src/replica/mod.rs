@@ -628,6 +628,25 @@ impl Blocking {
         Store::of(config)?.map(Blocking::new).transpose()
     }
 
+    /// Calls `f` with each page of the bucket's objects under the prefix
+    /// (archive paths with sizes, in key order), until the last page.
+    pub(crate) fn each_page(
+        &self,
+        mut f: impl FnMut(Vec<(String, u64)>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .run(self.store.list_page("", after.as_deref()))
+                .with_context(|| format!("cannot list {}", self.store.url()))?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.clone());
+            f(page)?;
+        }
+    }
+
     /// Runs a request (or several) to the store to its end.
     pub(crate) fn run<T>(&self, f: impl std::future::Future<Output = T>) -> T {
         self.runtime.block_on(f)

@@ -20,6 +20,14 @@ pub struct Garage {
     pub secret: String,
 }
 
+/// A runtime of the test's own for the S3 client (the tests are not async).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -145,40 +153,35 @@ impl Garage {
         self.child = Some(child);
     }
 
-    fn cli(&self, args: &[&str]) -> String {
+    /// The CLI: its output, or what it said when it failed.
+    fn try_cli(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new(&self.bin)
             .arg("-c")
             .arg(&self.config)
             .args(args)
             .output()
             .expect("garage cli");
-        assert!(
-            out.status.success(),
-            "garage {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        self.try_cli(args)
+            .unwrap_or_else(|e| panic!("garage {args:?}: {e}"))
     }
 
     /// The CLI, until the server answers it.
     fn cli_retrying(&self, args: &[&str]) -> String {
         let until = Instant::now() + Duration::from_secs(30);
         loop {
-            let out = Command::new(&self.bin)
-                .arg("-c")
-                .arg(&self.config)
-                .args(args)
-                .output()
-                .expect("garage cli");
-            if out.status.success() {
-                return String::from_utf8_lossy(&out.stdout).into_owned();
+            match self.try_cli(args) {
+                Ok(out) => return out,
+                Err(e) => assert!(Instant::now() < until, "garage did not answer: {e}"),
             }
-            assert!(
-                Instant::now() < until,
-                "garage did not answer: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -186,10 +189,7 @@ impl Garage {
     /// Until a bucket listing succeeds (the layout is in force).
     fn wait_serving(&self) {
         let until = Instant::now() + Duration::from_secs(30);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = runtime();
         let client = self.client();
         loop {
             let ok = runtime.block_on(client.list_objects_v2().bucket("archive").send());
@@ -270,10 +270,7 @@ impl Garage {
 
     /// Every key of `bucket` with its size.
     pub fn keys(&self, bucket: &str) -> Vec<(String, i64)> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = runtime();
         let client = self.client();
         runtime.block_on(async {
             let mut out = Vec::new();
@@ -297,10 +294,7 @@ impl Garage {
 
     /// An object's bytes and its stored SHA-256 checksum.
     pub fn get(&self, bucket: &str, key: &str) -> (Vec<u8>, Option<String>) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = runtime();
         let client = self.client();
         runtime.block_on(async {
             let out = client
@@ -327,10 +321,7 @@ impl Garage {
 
     /// Overwrites an object with other bytes (as a careless tool would).
     pub fn overwrite(&self, bucket: &str, key: &str, body: &[u8]) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = runtime();
         let client = self.client();
         runtime
             .block_on(

@@ -383,7 +383,6 @@ impl Daemon {
     /// Starts an instance named `name` in `dir`: socket `dir/<name>.sock`,
     /// archive `dir/data` and state `dir/state` (shared by all instances in `dir`).
     pub fn start(dir: &Path, name: &str, env: &[(&str, &str)]) -> Daemon {
-        use std::io::BufRead;
         let notify_path = dir.join(format!("{name}.notify"));
         let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
         notify
@@ -403,19 +402,7 @@ impl Daemon {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn dlsrv");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        let reader = std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        let (log, reader) = collect_log(child.stderr.take().expect("stderr"));
         let daemon = Daemon {
             child,
             notify,
@@ -488,6 +475,30 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A child's stderr, collected line by line as it comes (readable while it
+/// runs); the thread ends with the stream.
+pub fn collect_log(
+    stderr: std::process::ChildStderr,
+) -> (
+    std::sync::Arc<std::sync::Mutex<String>>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::BufRead;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (log, reader)
 }
 
 /// A data message of `station` sent at `t` (its local time at +01:00).

@@ -71,6 +71,15 @@ impl Site {
         )
     }
 
+    /// `n` distinct bodies stored by the service, which is stopped then.
+    pub fn stored(&self, n: usize) {
+        let daemon = self.serve();
+        post(&daemon.socket, 0, n);
+        daemon.sigterm();
+        let (ok, log) = daemon.wait();
+        assert!(ok, "{log}");
+    }
+
     pub fn replicator(&self) -> Replicator {
         Replicator::start(&self.config)
     }
@@ -131,7 +140,6 @@ pub struct Replicator {
 
 impl Replicator {
     pub fn start(config: &Path) -> Replicator {
-        use std::io::BufRead;
         // As its unit runs it: Nice=10 (see deploy/systemd/dlsrv-replica.service).
         let dlsrv = dlsrv_command().get_program().to_owned();
         let mut child = Command::new("nice");
@@ -146,18 +154,7 @@ impl Replicator {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn dlsrv replicate");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (stderr, sink) = (child.stderr.take().expect("stderr"), log.clone());
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        let (log, _) = super::collect_log(child.stderr.take().expect("stderr"));
         Replicator { child, log }
     }
 
