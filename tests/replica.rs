@@ -472,3 +472,74 @@ fn the_parquet_dataset_in_the_bucket_reads_back_with_the_same_sums() {
     assert!((sum - csv_sum).abs() < 1e-6, "{sum} against {csv_sum}");
     assert!(days >= 3, "{text}");
 }
+
+#[test]
+fn check_config_checks_the_credentials_and_never_prints_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let credentials = dir.path().join("s3");
+    std::fs::write(
+        &credentials,
+        "aws_access_key_id = GKtest\naws_secret_access_key = very-secret-value\n",
+    )
+    .expect("credentials");
+    let config = dir.path().join("dlsrv.toml");
+    let check = |replica: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "station_access = \"any\"\ndata_dir = \"{}\"\nstate_dir = \"{}\"\n{replica}",
+                dir.path().join("data").display(),
+                dir.path().join("state").display()
+            ),
+        )
+        .expect("config");
+        let out = dlsrv_command()
+            .arg("check-config")
+            .env("DLSRV_CONFIG", &config)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .output()
+            .expect("dlsrv");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains("very-secret-value"), "{text}");
+        (out.status.code(), text)
+    };
+    let table = |extra: &str| {
+        format!(
+            "[replica]\nurl = \"s3://archive/net-a\"\nendpoint = \"http://127.0.0.1:9\"\n\
+             region = \"garage\"\npath_style = true\n{extra}"
+        )
+    };
+    let (code, text) = check(&table(""));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no credentials"), "{text}");
+    let with_file = table(&format!(
+        "credentials_file = \"{}\"\n",
+        credentials.display()
+    ));
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, text) = check(&with_file);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("0644") && text.contains("credentials_file"),
+        "{text}"
+    );
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (code, text) = check(&with_file);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("credentials from") && text.contains("s3://archive/net-a"),
+        "{text}"
+    );
+    let (code, text) = check(&table("colour = 1\n"));
+    assert_eq!(code, Some(1));
+    assert!(text.contains("colour"), "an unknown [replica] key: {text}");
+    let (code, text) = check("[replica]\nurl = \"https://archive\"\n");
+    assert_eq!(code, Some(1));
+    assert!(text.contains("s3://"), "{text}");
+}
