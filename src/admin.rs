@@ -27,6 +27,9 @@ pub(crate) fn run(config: &Config, action: &CommandsAction) -> anyhow::Result<St
         }
         _ => None,
     };
+    if let Some(url) = config.shared_catalog() {
+        return shared(config, url, action, input);
+    }
     become_owner_of(&config.state_dir)?;
     let open = || {
         let options = Options {
@@ -68,6 +71,47 @@ pub(crate) fn run(config: &Config, action: &CommandsAction) -> anyhow::Result<St
         }
     };
     Ok(output)
+}
+
+/// The same operations on the shared catalog's queue (any host's CLI).
+fn shared(
+    config: &Config,
+    url: &str,
+    action: &CommandsAction,
+    input: Option<Vec<u8>>,
+) -> anyhow::Result<String> {
+    use crate::pgqueue;
+    let mut client = crate::catalog::shared::connect(url)?;
+    crate::catalog::shared::migrate(&mut client)?;
+    Ok(match action {
+        CommandsAction::Add { station, file } => {
+            let station = station_id(station)?;
+            let doc = input.unwrap_or_default();
+            let id = pgqueue::enqueue(
+                &mut client,
+                &station,
+                &doc,
+                chrono::Utc::now(),
+                &config.host_name,
+            )
+            .with_context(|| format!("{} not queued", file.display()))?;
+            format!("queued {id} for {station}\n")
+        }
+        CommandsAction::List { station } => {
+            let station = station.as_deref().map(station_id).transpose()?;
+            render(&pgqueue::list(&mut client, station.as_ref())?)
+        }
+        CommandsAction::Cancel { station, id } => {
+            let station = station_id(station)?;
+            pgqueue::cancel(&mut client, &station, id)?;
+            format!("cancelled {id} for {station}\n")
+        }
+        CommandsAction::Requeue { station, id } => {
+            let station = station_id(station)?;
+            pgqueue::requeue(&mut client, &station, id)?;
+            format!("queued {id} again for {station}\n")
+        }
+    })
 }
 
 fn station_id(raw: &str) -> anyhow::Result<StationId> {

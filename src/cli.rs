@@ -48,6 +48,27 @@ pub(crate) enum Command {
     Verify(crate::verify::VerifyArgs),
     /// Bring bodies back from the replica into the local archive, byte-exact.
     Restore(crate::restore::RestoreArgs),
+    /// The catalog itself: `migrate --to postgresql://…` (this host's rows into a shared catalog).
+    Catalog(CatalogArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CatalogArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArg,
+    #[command(subcommand)]
+    pub(crate) action: CatalogAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CatalogAction {
+    /// Copy every row of this host's SQLite catalog into a shared PostgreSQL
+    /// catalog (rows already there are skipped; run it again at will).
+    Migrate {
+        /// The shared catalog: postgresql://…
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +125,9 @@ pub fn main() -> ExitCode {
             .and_then(|output| to_stdout(&output)),
         Command::Reindex(args) => {
             Config::load(args.config.config.as_deref()).and_then(|c| reindex(c, &args))
+        }
+        Command::Catalog(args) => {
+            Config::load(args.config.config.as_deref()).and_then(|c| catalog(&c, &args.action))
         }
         Command::Replicate(arg) => {
             Config::load(arg.config.as_deref()).and_then(|c| crate::replica::replicate::run(&c))
@@ -242,6 +266,25 @@ fn check_config(config: Config) -> anyhow::Result<()> {
     }
     eprintln!("dlsrv: configuration is valid");
     Ok(())
+}
+
+fn catalog(config: &Config, action: &CatalogAction) -> anyhow::Result<()> {
+    match action {
+        CatalogAction::Migrate { to } => {
+            let path = crate::layout::catalog_path(&config.state_dir);
+            if !path.exists() {
+                anyhow::bail!("no catalog at {}: nothing to migrate", path.display());
+            }
+            let n = crate::catalog::shared::migrate_to(&path, to, &config.host_name)?;
+            eprintln!(
+                "dlsrv: {n} rows of {} in {} as host {:?}; now set catalog_url to it and restart",
+                path.display(),
+                crate::config::without_password(to),
+                config.host_name
+            );
+            Ok(())
+        }
+    }
 }
 
 fn reindex(config: Config, args: &ReindexArgs) -> anyhow::Result<()> {

@@ -99,6 +99,11 @@ pub struct Config {
     /// A station is late after `late_factor` × its cycle plus `late_grace_secs`.
     pub late_factor: f64,
     pub late_grace_secs: u64,
+    /// Where the catalog lives: `sqlite` (the file in `state_dir`) or a
+    /// `postgresql://…` URL shared by several hosts.
+    pub catalog_url: String,
+    /// This host's name in a shared catalog (the `host` of its rows).
+    pub host_name: String,
     /// Bodies the replicator uploads at once.
     pub replica_concurrency: usize,
     /// Upload bandwidth of the replicator, bytes per second; 0: no cap.
@@ -138,6 +143,46 @@ pub struct ReplicaConfig {
     /// the local disk; not set: kept forever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_local_days: Option<u32>,
+}
+
+/// The machine's host name (its first label), or `localhost`.
+fn machine_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|n| n.into_string().ok())
+        .and_then(|n| n.split('.').next().map(str::to_owned))
+        .filter(|n| valid_host_name(n))
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// A host name for a shared catalog: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+pub fn valid_host_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl Config {
+    /// The shared catalog's URL, when the catalog is PostgreSQL.
+    pub fn shared_catalog(&self) -> Option<&str> {
+        (self.catalog_url != "sqlite").then_some(self.catalog_url.as_str())
+    }
+}
+
+/// `url` with its password (if any) replaced by `***`, for printing.
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(parts) => parts,
+        None => return url.to_owned(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
 }
 
 fn default_region() -> String {
@@ -219,6 +264,8 @@ impl Default for Config {
             default_cycle_secs: 3600,
             late_factor: 2.0,
             late_grace_secs: 300,
+            catalog_url: "sqlite".to_owned(),
+            host_name: machine_name(),
             replica_concurrency: 8,
             replica_max_bytes_per_sec: 0,
             retention_days: None,
@@ -420,6 +467,19 @@ impl Config {
                 self.late_grace_secs
             );
         }
+        let url = &self.catalog_url;
+        if url != "sqlite" && !url.starts_with("postgresql://") && !url.starts_with("postgres://") {
+            bail!(
+                "catalog_url: {:?} is neither \"sqlite\" nor a postgresql:// URL",
+                without_password(url)
+            );
+        }
+        if !valid_host_name(&self.host_name) {
+            bail!(
+                "host_name: {:?} must be 1 to 64 of A-Z a-z 0-9 . _ -",
+                self.host_name
+            );
+        }
         if !(1..=256).contains(&self.replica_concurrency) {
             bail!(
                 "replica_concurrency: {} is not in 1..=256",
@@ -461,7 +521,11 @@ impl Config {
 
     /// The effective configuration as TOML, for `check-config`.
     pub fn to_toml(&self) -> anyhow::Result<String> {
-        toml::to_string(self).context("cannot render the configuration as TOML")
+        let shown = Config {
+            catalog_url: without_password(&self.catalog_url),
+            ..self.clone()
+        };
+        toml::to_string(&shown).context("cannot render the configuration as TOML")
     }
 
     pub fn header_read_timeout(&self) -> Duration {

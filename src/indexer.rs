@@ -131,7 +131,7 @@ pub(crate) fn reindex(
     let conn = catalog::open_writable(catalog_path)?;
     summary.removed = conn
         .execute(
-            "DELETE FROM transmissions WHERE indexed_utc < ?1 AND removed_utc IS NULL",
+            "DELETE FROM transmissions WHERE indexed_utc < ?1 AND removed_utc IS NULL AND host IS NULL",
             params![started],
         )
         .context("cannot remove the rows of vanished files")?;

@@ -26,6 +26,7 @@
 //! - `indexer`: filling the catalog from the archive (start-up catch-up, `reindex`).
 //! - `rejected`: refused bodies kept in `state_dir` with their reasons.
 //! - `queue`: the command queue in `state_dir`: pending → sent → acknowledged.
+//! - `pgqueue`: the same queue in a shared catalog (PostgreSQL), for several hosts.
 //! - `admin`: `dlsrv commands …`, the operators' side of the queue.
 //! - `downloads`: files for `getconfiguration`/`getfirmware`, confined to one directory.
 //! - `migrate`: moving an older installation's state out of `data_dir`.
@@ -75,6 +76,7 @@ pub(crate) mod logging;
 pub(crate) mod metrics;
 pub(crate) mod migrate;
 pub(crate) mod page;
+pub(crate) mod pgqueue;
 pub(crate) mod queue;
 pub(crate) mod rejected;
 pub(crate) mod replica;

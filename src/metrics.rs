@@ -132,6 +132,8 @@ pub(crate) struct Metrics {
     max_stations: usize,
     replica: Option<ReplicaFamilies>,
     verify: VerifyFamilies,
+    /// With a shared catalog: degraded (0/1), this host's rows not yet in it.
+    shared: Option<(Gauge, Gauge)>,
 }
 
 /// Decrements the in-flight gauge when the request is done, however it ends.
@@ -146,7 +148,8 @@ impl Drop for InFlight<'_> {
 impl Metrics {
     /// `group` says whether group commit runs (its flush counter is shown
     /// then), `replica` whether there is one (its families are shown then).
-    pub(crate) fn new(max_stations: usize, group: bool, replica: bool) -> Metrics {
+    /// `shared` whether the catalog is shared (PostgreSQL).
+    pub(crate) fn new(max_stations: usize, group: bool, replica: bool, shared: bool) -> Metrics {
         let mut registry = Registry::default();
         let build = Family::<VersionLabels, Gauge>::default();
         build
@@ -193,6 +196,7 @@ impl Metrics {
             registry,
             replica: replica.then(ReplicaFamilies::default),
             verify: VerifyFamilies::default(),
+            shared: shared.then(<(Gauge, Gauge)>::default),
         };
         let mut registry = m.registry;
         // Counters get their `_total` suffix from the crate.
@@ -346,6 +350,18 @@ impl Metrics {
                 "dlsrv_retention_removed_bodies",
                 "Local files removed by retention",
                 r.removed.clone(),
+            );
+        }
+        if let Some((degraded, unpushed)) = &m.shared {
+            registry.register(
+                "dlsrv_catalog_degraded",
+                "1 while the shared catalog (PostgreSQL) cannot be reached: bodies are stored and answered, their rows wait locally",
+                degraded.clone(),
+            );
+            registry.register(
+                "dlsrv_catalog_unpushed_rows",
+                "This host's catalog rows not yet in the shared catalog",
+                unpushed.clone(),
             );
         }
         registry.register(
@@ -520,6 +536,14 @@ impl Metrics {
         *last = (seen.errors.clone(), seen.removed);
     }
 
+    /// The shared catalog's health, for the scrape.
+    pub(crate) fn shared_seen(&self, degraded: bool, unpushed: i64) {
+        if let Some((d, u)) = &self.shared {
+            d.set(i64::from(degraded));
+            u.set(unpushed);
+        }
+    }
+
     /// The last recorded verify run, for the scrape.
     pub(crate) fn verify_seen(&self, seen: &VerifySeen) {
         let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -550,7 +574,7 @@ mod tests {
 
     #[test]
     fn renders_every_family_and_caps_stations() {
-        let m = Metrics::new(2, true, false);
+        let m = Metrics::new(2, true, false, false);
         {
             let _a = m.start_request();
             assert!(m.render(0, 0).contains("dlsrv_requests_in_flight 1"));
@@ -605,7 +629,7 @@ mod tests {
             );
         }
         assert!(
-            !Metrics::new(1, false, false)
+            !Metrics::new(1, false, false, false)
                 .render(0, 0)
                 .contains("group_commit")
         );

@@ -81,8 +81,15 @@ pub(crate) fn page(body: String, json: bool) -> Response<Body> {
     response
 }
 
-pub(crate) fn pong() -> Response<Body> {
-    with_type(StatusCode::OK, TEXT, "pong\n".to_owned())
+/// `GET /ping`: 200 while the service takes bodies; with a shared catalog
+/// that cannot be reached, a second line says so (intake goes on).
+pub(crate) fn pong(catalog_degraded: bool) -> Response<Body> {
+    let text = if catalog_degraded {
+        "pong\ncatalog degraded: the shared catalog is unreachable; bodies are stored, their rows wait locally\n"
+    } else {
+        "pong\n"
+    };
+    with_type(StatusCode::OK, TEXT, text.to_owned())
 }
 
 /// The answer to a refused request: its status, headers and one-line

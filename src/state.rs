@@ -40,6 +40,10 @@ pub struct AppState {
     pub(crate) rejected_quota: Quota,
     /// Who may speak for which station; replaced on SIGHUP.
     access: RwLock<Arc<Policy>>,
+    /// With a shared catalog (`catalog_url`): the sync to PostgreSQL.
+    pub(crate) shared: Option<crate::catalog::shared::Sync>,
+    /// With a shared catalog: the command queue there.
+    pub(crate) shared_queue: Option<crate::pgqueue::SharedQueue>,
 }
 
 impl AppState {
@@ -53,6 +57,7 @@ impl AppState {
             config.metrics_max_stations,
             config.durability == crate::config::Durability::Group,
             config.replica.is_some(),
+            config.shared_catalog().is_some(),
         );
         let archive = Archive::open(
             &config.data_dir,
@@ -84,6 +89,15 @@ impl AppState {
             metrics.catalog_errors(),
             config.duplicate_window_days,
         )?;
+        let config_url = config.shared_catalog().map(str::to_owned);
+        let shared = match config.shared_catalog() {
+            Some(url) => Some(crate::catalog::shared::Sync::start(
+                &layout::catalog_path(store.root()),
+                url,
+                &config.host_name,
+            )?),
+            None => None,
+        };
         let access = Policy::load(config.station_access, config.logins_file.as_deref())?;
         if !config.downloads_dir.is_dir() {
             tracing::info!(
@@ -113,7 +127,19 @@ impl AppState {
             metrics,
             xml_limits: xml::Limits::default(),
             access: RwLock::new(Arc::new(access)),
+            shared_queue: shared
+                .as_ref()
+                .and(config_url.as_deref())
+                .map(crate::pgqueue::SharedQueue::new),
+            shared,
         })
+    }
+
+    /// Whether the shared catalog cannot be reached (rows wait locally).
+    pub(crate) fn catalog_degraded(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|s| s.health.degraded.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Removes the temp files a crashed instance left behind (older than
@@ -281,6 +307,13 @@ impl AppState {
                 Err(e) => tracing::warn!(error = %e, "cannot read the replica's lag for /metrics"),
             }
         }
+        if let Some(shared) = &self.shared {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.metrics.shared_seen(
+                shared.health.degraded.load(Relaxed),
+                shared.health.unpushed.load(Relaxed),
+            );
+        }
         if let Some(last) = crate::verify::read_last(&state_dir) {
             self.metrics.verify_seen(&crate::metrics::VerifySeen {
                 finished: layout::parse_time(&last.finished_utc).map_or(0, |t| t.timestamp()),
@@ -324,7 +357,7 @@ impl AppState {
 
     /// The stored copy of an identical body of `station` and `action`
     /// received within `duplicate_window_days` of `now`, if its file is
-    /// still there. A catalog that cannot answer means "none": the worst
+    /// still there (or another host of a shared catalog stored it). A catalog that cannot answer means "none": the worst
     /// case is a second copy, never a lost body.
     pub(crate) fn find_duplicate(
         &self,
@@ -342,9 +375,11 @@ impl AppState {
             .catalog
             .find_duplicate(action.name(), station, sha256, since)
         {
-            Ok(found) => found.into_iter().find_map(|(relative, received)| {
+            // Another host's copy (a shared catalog) is on its disk, not
+            // here: its row is the promise that it was stored durably.
+            Ok(found) => found.into_iter().find_map(|(relative, received, foreign)| {
                 let path = self.archive.root().join(&relative);
-                path.is_file().then_some(Stored {
+                (foreign || path.is_file()).then_some(Stored {
                     path,
                     relative,
                     received,

@@ -14,7 +14,7 @@
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
 
 /// A data message's or an alarm's summary.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Summary {
     /// `StationData name`.
     pub(crate) station_name: Option<String>,
@@ -28,7 +28,7 @@ pub(crate) struct Summary {
 }
 
 /// `StationInfo`'s attributes, as sent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StationInfo {
     pub(crate) time: Option<String>,
     pub(crate) firmware: Option<String>,
@@ -42,7 +42,7 @@ pub(crate) struct StationInfo {
 }
 
 /// One `ChannelData`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Channel {
     pub(crate) channel_id: String,
     pub(crate) name: Option<String>,
@@ -58,7 +58,7 @@ pub(crate) struct Channel {
 }
 
 /// An `AlarmMessage`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Alarm {
     pub(crate) t: Option<String>,
     pub(crate) kind: Option<String>,

@@ -40,8 +40,24 @@ fn after_store(d: &Delivered<'_>) -> io::Result<()> {
         .cloned()
         .collect();
     let acks = &distinct[..distinct.len().min(RECORDED)];
-    let outcomes =
-        crate::queue::record_acks(&d.state.store, station, acks, d.received, d.duplicate)?;
+    let outcomes = match &d.state.shared_queue {
+        // The shared queue away: 503 (the body is stored; the logger's
+        // next try is a duplicate, which records what is not recorded yet).
+        Some(queue) => queue
+            .with(|c| {
+                crate::pgqueue::record_acks(
+                    c,
+                    station,
+                    acks,
+                    d.received,
+                    (d.duplicate, &d.state.config.host_name),
+                )
+            })
+            .map_err(|e| io::Error::other(format!("the shared command queue: {e:#}")))?,
+        None => {
+            crate::queue::record_acks(&d.state.store, station, acks, d.received, d.duplicate)?
+        }
+    };
     let (mut ok, mut failed, mut unknown) = (0usize, 0usize, 0usize);
     for (i, (ack, outcome)) in acks.iter().zip(&outcomes).enumerate() {
         let ack_id = crate::logging::printable(&ack.ack_id, 64);

@@ -2,6 +2,9 @@
 //! station, handed out once ([`crate::queue::take_next`]) and again only
 //! when not acknowledged within `command_ack_timeout_secs`; an empty 200
 //! when none is pending. A failure after the take puts it back (503).
+//! With a shared catalog the queue is PostgreSQL's ([`crate::pgqueue`]),
+//! handed out once across all hosts; while it cannot be reached, the
+//! empty 200.
 
 use std::sync::Arc;
 
@@ -29,8 +32,15 @@ pub(crate) async fn handle(
     let station = query.station.to_string();
     let taken = crate::state::blocking(state, move |state| {
         let timeout = std::time::Duration::from_secs(state.config.command_ack_timeout_secs);
-        crate::queue::take_next(&state.store, &station, Utc::now(), timeout)
-            .map_err(RequestError::store)
+        match &state.shared_queue {
+            // The shared queue away: nothing to hand out now (said once in
+            // the log); the logger asks again at its next transmission.
+            Some(queue) => Ok(queue
+                .with(|c| crate::pgqueue::take_next(c, &station, Utc::now(), timeout))
+                .unwrap_or(None)),
+            None => crate::queue::take_next(&state.store, &station, Utc::now(), timeout)
+                .map_err(RequestError::store),
+        }
     })
     .await??;
     Ok(match taken {

@@ -42,6 +42,7 @@ use crate::layout;
 use crate::summary::Summary;
 
 pub(crate) mod places;
+pub(crate) mod shared;
 pub(crate) mod summaries;
 
 /// The schema version this build writes (`PRAGMA user_version`): 2 added
@@ -69,7 +70,9 @@ CREATE TABLE IF NOT EXISTS transmissions (
     indexed_utc  TEXT    NOT NULL,
     replicated_utc TEXT,
     removed_utc  TEXT,
-    replica_error TEXT
+    replica_error TEXT,
+    host         TEXT,
+    summary      TEXT
 );
 CREATE INDEX IF NOT EXISTS transmissions_by_station ON transmissions (station_id, received_utc);
 -- The replicator's work: small, as the rows waiting are few.
@@ -380,7 +383,7 @@ impl Catalog {
         station: &str,
         sha256: &str,
         since: DateTime<Utc>,
-    ) -> rusqlite::Result<Vec<(String, DateTime<Utc>)>> {
+    ) -> rusqlite::Result<Vec<(String, DateTime<Utc>, bool)>> {
         {
             let mut recent = lock(&self.recent);
             // Other instances' rows: read when the WAL changed, at most every
@@ -400,7 +403,7 @@ impl Catalog {
                 return Ok(Vec::new());
             }
         }
-        let mut found: Vec<(String, DateTime<Utc>)> = lock(&self.shared.queue)
+        let mut found: Vec<(String, DateTime<Utc>, bool)> = lock(&self.shared.queue)
             .rows
             .iter()
             .filter_map(|(_, p)| match p {
@@ -410,25 +413,31 @@ impl Catalog {
                         && r.action == action
                         && r.received >= since =>
                 {
-                    Some((r.path.clone(), r.received))
+                    Some((r.path.clone(), r.received, false))
                 }
                 _ => None,
             })
             .collect();
         self.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT path, received_utc FROM transmissions
+                "SELECT path, received_utc, host IS NOT NULL FROM transmissions
                  WHERE sha256 = ?1 AND station_id = ?2 AND action = ?3 AND received_utc >= ?4
                  ORDER BY received_utc DESC LIMIT 8",
             )?;
             let rows = stmt.query_map(
                 params![sha256, station, action, layout::rfc3339(since)],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, bool>(2)?,
+                    ))
+                },
             )?;
             for row in rows {
-                let (path, received) = row?;
+                let (path, received, foreign) = row?;
                 if let Some(t) = layout::parse_time(&received) {
-                    found.push((path, t));
+                    found.push((path, t, foreign));
                 }
             }
             Ok(())
@@ -557,20 +566,34 @@ pub(crate) fn open_writable(path: &Path) -> anyhow::Result<Connection> {
                     format!("cannot upgrade the transmissions of {}", path.display())
                 })?;
         }
-        let without_places: bool = tx.query_row(
-            "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'transmissions'
-               AND sql NOT LIKE '%replicated_utc%'",
-            [],
-            |r| r.get(0),
-        )?;
-        if without_places {
-            // Schema 3: every body is local and not yet known in a replica.
-            tx.execute_batch(
+        // Columns later schemas added, each by the ALTERs of its version
+        // (a table made by an older SCHEMA lacks them, empty for old rows).
+        for (column, alter) in [
+            // 4: every body is local and not yet known in a replica.
+            (
+                "replicated_utc",
                 "ALTER TABLE transmissions ADD COLUMN replicated_utc TEXT;
                  ALTER TABLE transmissions ADD COLUMN removed_utc TEXT;
                  ALTER TABLE transmissions ADD COLUMN replica_error TEXT;",
-            )
-            .with_context(|| format!("cannot upgrade the transmissions of {}", path.display()))?;
+            ),
+            // 5: every row is this host's; no summary kept for older rows.
+            (
+                "summary",
+                "ALTER TABLE transmissions ADD COLUMN host TEXT;
+                 ALTER TABLE transmissions ADD COLUMN summary TEXT;",
+            ),
+        ] {
+            let lacking: bool = tx.query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'transmissions'
+                   AND instr(sql, ?1) = 0",
+                params![column],
+                |r| r.get(0),
+            )?;
+            if lacking {
+                tx.execute_batch(alter).with_context(|| {
+                    format!("cannot upgrade the transmissions of {}", path.display())
+                })?;
+            }
         }
         tx.execute_batch(SCHEMA)
             .and_then(|()| tx.execute_batch(summaries::SCHEMA))
@@ -770,17 +793,18 @@ fn write_loop(mut conn: Connection, shared: &Shared) {
 
 /// Adds a row; a path that has one already keeps it.
 pub(crate) const INSERT_ROW: &str = "INSERT INTO transmissions
-    (station_id, action, received_utc, path, bytes, sha256, indexed_utc)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (path) DO NOTHING";
+    (station_id, action, received_utc, path, bytes, sha256, indexed_utc, summary)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (path) DO NOTHING";
 
 /// Adds a row or replaces the row of its path (`dlsrv reindex`): the file
 /// is on the local disk, whatever retention did before.
 pub(crate) const UPSERT_ROW: &str = "INSERT INTO transmissions
-    (station_id, action, received_utc, path, bytes, sha256, indexed_utc)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+    (station_id, action, received_utc, path, bytes, sha256, indexed_utc, summary)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
     ON CONFLICT (path) DO UPDATE SET station_id = excluded.station_id, action = excluded.action,
       received_utc = excluded.received_utc, bytes = excluded.bytes, sha256 = excluded.sha256,
-      indexed_utc = excluded.indexed_utc, removed_utc = NULL";
+      indexed_utc = excluded.indexed_utc, removed_utc = NULL, summary = excluded.summary,
+      host = NULL";
 
 /// Runs [`INSERT_ROW`] or [`UPSERT_ROW`] for `row`, with `last` (when it
 /// is written, or a rejected body's reason) in the last column. Returns
@@ -791,6 +815,10 @@ pub(crate) fn insert(
     row: &Row,
     last: &str,
 ) -> rusqlite::Result<bool> {
+    let summary = row
+        .summary
+        .as_deref()
+        .and_then(|s| serde_json::to_string(s).ok());
     let changed = stmt.execute(params![
         row.station_id,
         row.action,
@@ -798,7 +826,8 @@ pub(crate) fn insert(
         row.path,
         i64::try_from(row.bytes).unwrap_or(i64::MAX),
         row.sha256,
-        last
+        last,
+        summary
     ])?;
     Ok(changed > 0)
 }
@@ -832,13 +861,14 @@ fn commit(conn: &mut Connection, rows: &[(u64, Pending)]) -> rusqlite::Result<()
     let now = layout::rfc3339(Utc::now());
     {
         let mut rejected_stmt = tx.prepare_cached(
+            // The two tables' columns match but for the last two (a refused
+            // body has no summary: ?8 is NULL and not kept).
             "INSERT INTO rejected (station_id, action, received_utc, path, bytes, sha256, reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (path) DO NOTHING",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE ?8 IS NULL ON CONFLICT (path) DO NOTHING",
         )?;
         for (_, row) in rows {
             match row {
                 Pending::Row(r) => write_rows(&tx, [r], false, &now)?,
-                // The two tables' columns match but for the last.
                 Pending::Rejected(RejectedRow { body, reason }) => {
                     insert(&mut rejected_stmt, body, reason)?;
                 }

@@ -10,6 +10,10 @@
 //! | set            | NULL        | local and in the replica            |
 //! | set            | set         | in the replica only                 |
 //! | NULL           | set         | gone (`retention_days`, no replica) |
+//!
+//! A row with a `host` is another host's (pulled from a shared catalog,
+//! [`super::shared`]): that host copies, keeps and checks its own bodies;
+//! here they are read from the replica.
 
 use rusqlite::{Connection, params};
 
@@ -52,6 +56,7 @@ pub(crate) fn unreplicated(
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM transmissions
          WHERE replicated_utc IS NULL AND removed_utc IS NULL AND replica_error IS NULL AND id > ?1
+           AND host IS NULL
          ORDER BY id LIMIT ?2"
     ))?;
     let rows = stmt.query_map(
@@ -111,12 +116,13 @@ pub(crate) struct Backlog {
 pub(crate) fn backlog(conn: &Connection) -> rusqlite::Result<Backlog> {
     let (pending, oldest) = conn.query_row(
         "SELECT count(*), min(received_utc) FROM transmissions
-         WHERE replicated_utc IS NULL AND removed_utc IS NULL AND replica_error IS NULL",
+         WHERE replicated_utc IS NULL AND removed_utc IS NULL AND replica_error IS NULL
+           AND host IS NULL",
         [],
         |r| Ok((r.get::<_, i64>(0)?, r.get(1)?)),
     )?;
     let refused: i64 = conn.query_row(
-        "SELECT count(*) FROM transmissions WHERE replica_error IS NOT NULL",
+        "SELECT count(*) FROM transmissions WHERE replica_error IS NOT NULL AND host IS NULL",
         [],
         |r| r.get(0),
     )?;
@@ -130,7 +136,8 @@ pub(crate) fn backlog(conn: &Connection) -> rusqlite::Result<Backlog> {
 /// The bodies the replicator refused, with why (for reports).
 pub(crate) fn refused(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
     let mut stmt = conn.prepare(
-        "SELECT path, replica_error FROM transmissions WHERE replica_error IS NOT NULL ORDER BY id",
+        "SELECT path, replica_error FROM transmissions
+         WHERE replica_error IS NOT NULL AND host IS NULL ORDER BY id",
     )?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
@@ -146,7 +153,8 @@ pub(crate) fn local_before(
 ) -> rusqlite::Result<Vec<Placed>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM transmissions
-         WHERE removed_utc IS NULL AND received_utc < ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+         WHERE removed_utc IS NULL AND received_utc < ?1 AND id > ?2 AND host IS NULL
+         ORDER BY id LIMIT ?3"
     ))?;
     let rows = stmt.query_map(
         params![before, after, i64::try_from(limit).unwrap_or(i64::MAX)],
@@ -164,7 +172,7 @@ pub(crate) fn all_after(
 ) -> rusqlite::Result<Vec<Placed>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM transmissions
-         WHERE id > ?1 AND received_utc >= ?2 ORDER BY id LIMIT ?3"
+         WHERE id > ?1 AND received_utc >= ?2 AND host IS NULL ORDER BY id LIMIT ?3"
     ))?;
     let rows = stmt.query_map(
         params![
@@ -177,15 +185,17 @@ pub(crate) fn all_after(
     rows.collect()
 }
 
-/// The data messages that live in the replica only, as (station,
-/// received, path), to `f` one at a time: an export reads them from there.
+/// The data messages that are not on this disk (in the replica only, or
+/// another host's), as (station, received, path), to `f` one at a time: an
+/// export reads them from the replica.
 pub(crate) fn each_remote_data(
     conn: &Connection,
     mut f: impl FnMut(String, String, String) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut stmt = conn.prepare(
         "SELECT station_id, received_utc, path FROM transmissions
-         WHERE removed_utc IS NOT NULL AND replicated_utc IS NOT NULL AND action = 'senddata'",
+         WHERE ((removed_utc IS NOT NULL AND replicated_utc IS NOT NULL) OR host IS NOT NULL)
+           AND action = 'senddata'",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {

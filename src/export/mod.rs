@@ -342,7 +342,9 @@ pub(crate) fn run(config: &Config, args: &ExportArgs) -> anyhow::Result<u8> {
         None => {
             let mut list = files::from_archive(work.path(), &reader, &wanted)?;
             let catalog_path = layout::catalog_path(&config.state_dir);
-            if config.replica.is_some() && catalog_path.exists() {
+            if (config.replica.is_some() || config.shared_catalog().is_some())
+                && catalog_path.exists()
+            {
                 let catalog = crate::catalog::open_reader(&catalog_path).with_context(|| {
                     format!("cannot open the catalog {}", catalog_path.display())
                 })?;
