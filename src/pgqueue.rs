@@ -37,7 +37,11 @@ pub(crate) struct SharedQueue {
 
 impl std::fmt::Debug for SharedQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SharedQueue({})", crate::config::without_password(&self.url))
+        write!(
+            f,
+            "SharedQueue({})",
+            crate::config::without_password(&self.url)
+        )
     }
 }
 

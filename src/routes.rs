@@ -75,10 +75,9 @@ async fn route(
     let path = req.uri().path().to_owned();
     match path.as_str() {
         "/ping" => match *req.method() {
-            Method::GET | Method::HEAD => Ok((
-                response::pong(state.catalog_degraded()),
-                Outcome::Other,
-            )),
+            Method::GET | Method::HEAD => {
+                Ok((response::pong(state.catalog_degraded()), Outcome::Other))
+            }
             _ => Err(RequestError::MethodNotAllowed { allow: "GET, HEAD" }.into()),
         },
         "/metrics" => match *req.method() {

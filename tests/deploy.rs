@@ -1165,3 +1165,159 @@ fn the_benchmarks_rendering_of_the_site_passes_nginx_t_for_dlsrv_and_the_referen
         .arg(&conf));
     assert!(String::from_utf8_lossy(&out.stderr).contains("test is successful"));
 }
+
+// ---- Two hosts, one shared catalog (PostgreSQL) -------------------------
+
+/// A dlsrv host of a shared catalog: its own data_dir, state_dir and socket.
+fn start_host(dir: &Path, name: &str, url: &str, env: &[(&str, &str)]) -> Daemon {
+    let mut all = vec![("DLSRV_CATALOG_URL", url), ("DLSRV_HOST_NAME", name)];
+    all.extend_from_slice(env);
+    Daemon::start(dir, name, &all)
+}
+
+/// Rows in a host's local catalog (its own and the others').
+fn local_rows(state: &Path) -> i64 {
+    rusqlite::Connection::open(state.join("catalog.sqlite3"))
+        .and_then(|c| c.query_row("SELECT count(*) FROM transmissions", [], |r| r.get(0)))
+        .unwrap_or(0)
+}
+
+fn wait_for(what: &str, within: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + within;
+    while !done() {
+        assert!(std::time::Instant::now() < until, "{what}: not in time");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `dlsrv <args>` as host `name` of the shared catalog.
+fn as_host(dir: &Path, name: &str, url: &str, args: &[&str]) -> std::process::Output {
+    dlsrv_command()
+        .args(args)
+        .env("DLSRV_CATALOG_URL", url)
+        .env("DLSRV_HOST_NAME", name)
+        .env("DLSRV_DATA_DIR", dir.join("data"))
+        .env("DLSRV_STATE_DIR", dir.join("state"))
+        .output()
+        .expect("dlsrv")
+}
+
+async fn post_to(socket: &Path, target: &str, body: &[u8]) -> common::Reply {
+    let mut conn = common::Conn::open(socket).await;
+    conn.send(&common::post_request(target, "HTTP/1.1", "", body))
+        .await;
+    conn.reply().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_behind_one_nginx_store_each_body_once_and_show_every_station() {
+    let Some(pg) = common::pg::Cluster::start() else {
+        return;
+    };
+    let url = pg.postgresql_url();
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    // Both start at once on an empty database: one schema, no error.
+    let (a, b) = {
+        let (pa, pb) = (dir_a.path().to_path_buf(), dir_b.path().to_path_buf());
+        let (ua, ub) = (url.clone(), url.clone());
+        let ta = std::thread::spawn(move || start_host(&pa, "a", &ua, &[]));
+        let tb = std::thread::spawn(move || start_host(&pb, "b", &ub, &[]));
+        (ta.join().expect("a starts"), tb.join().expect("b starts"))
+    };
+    wait_for("the schema", std::time::Duration::from_secs(20), || {
+        pg.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'commands'")
+            .trim()
+            == "1"
+    });
+    assert_eq!(
+        pg.psql("SELECT count(*), max(version) FROM dlsrv_schema")
+            .trim(),
+        "1|2"
+    );
+    for log in [a.log(), b.log()] {
+        assert!(!log.contains("ERROR"), "{log}");
+    }
+    let nginx = Arc::new(Nginx::start(&[&a.socket, &b.socket]));
+    let total = 200;
+    let limit = Arc::new(Semaphore::new(8));
+    let mut tasks = Vec::new();
+    for i in 0..total {
+        let (nginx, limit) = (nginx.clone(), limit.clone());
+        tasks.push(tokio::spawn(async move {
+            let _slot = limit.acquire().await.expect("semaphore");
+            let station = format!("H{i:04}");
+            let body = format!(
+                "<StationDataList><StationData stationId=\"{station}\" name=\"Host test {i}\"/></StationDataList>"
+            )
+            .into_bytes();
+            let target = format!("/ott/?stationid={station}&action=senddata");
+            let login = STATION_LOGINS[i % 7];
+            let reply = nginx.post(&target, Some((login, PASSWORD)), &body).await;
+            (station, reply, body)
+        }));
+    }
+    let mut sent = Vec::new();
+    for task in tasks {
+        let (station, reply, body) = task.await.expect("task");
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let path = reply.stored_path("senddata", &station);
+        let on_a = a.data.join(&path).is_file();
+        assert!(on_a || b.data.join(&path).is_file(), "{path:?} on a host");
+        sent.push((station, body, on_a));
+    }
+    let on_a = sent.iter().filter(|s| s.2).count();
+    assert!(
+        on_a > 0 && on_a < total,
+        "NGINX used both hosts: {on_a} on a"
+    );
+    // Each host's catalog learns the other's rows.
+    wait_for(
+        "both catalogs complete",
+        std::time::Duration::from_secs(30),
+        || local_rows(&a.state) == total as i64 && local_rows(&b.state) == total as i64,
+    );
+    // Each body resent to the host that did not store it: 200, not stored.
+    for (station, body, on_a) in &sent {
+        let other = if *on_a { &b.socket } else { &a.socket };
+        let target = format!("/ott/?stationid={station}&action=senddata");
+        let reply = post_to(other, &target, body).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(
+        archive_files(&a.data).len() + archive_files(&b.data).len(),
+        total,
+        "every body stored exactly once across both archives"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*), count(DISTINCT path) FROM transmissions")
+            .trim(),
+        "200|200"
+    );
+    // One view of the network from either host.
+    for (dir, name) in [(dir_a.path(), "a"), (dir_b.path(), "b")] {
+        let out = as_host(dir, name, &url, &["status", "--format", "csv"]);
+        let csv = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            csv.lines().count(),
+            total + 1,
+            "{name}: every station\n{csv}"
+        );
+        assert!(
+            csv.contains("Host test 7"),
+            "names from the other host's bodies"
+        );
+    }
+    let ping = a.socket.clone();
+    let reply = tokio::spawn(async move {
+        let mut c = common::Conn::open(&ping).await;
+        c.send(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        c.reply().await
+    })
+    .await
+    .expect("ping");
+    assert_eq!(reply.text(), "pong\n", "not degraded");
+}

@@ -54,9 +54,7 @@ fn after_store(d: &Delivered<'_>) -> io::Result<()> {
                 )
             })
             .map_err(|e| io::Error::other(format!("the shared command queue: {e:#}")))?,
-        None => {
-            crate::queue::record_acks(&d.state.store, station, acks, d.received, d.duplicate)?
-        }
+        None => crate::queue::record_acks(&d.state.store, station, acks, d.received, d.duplicate)?,
     };
     let (mut ok, mut failed, mut unknown) = (0usize, 0usize, 0usize);
     for (i, (ack, outcome)) in acks.iter().zip(&outcomes).enumerate() {

@@ -131,7 +131,10 @@ pub(crate) fn migrate(client: &mut postgres::Client) -> anyhow::Result<i32> {
             .with_context(|| format!("cannot apply the shared catalog's migration {}", i + 1))?;
     }
     if version == 0 {
-        tx.execute("INSERT INTO dlsrv_schema (version) VALUES ($1)", &[&VERSION])?;
+        tx.execute(
+            "INSERT INTO dlsrv_schema (version) VALUES ($1)",
+            &[&VERSION],
+        )?;
     } else if version < VERSION {
         tx.execute("UPDATE dlsrv_schema SET version = $1", &[&VERSION])?;
     }
@@ -278,7 +281,11 @@ pub(crate) fn pull_page(
                 summary,
             ])?;
             if added == 0 {
-                tracing::warn!(path, host = other.as_str(), "another host's body has a path this host's archive uses: kept apart");
+                tracing::warn!(
+                    path,
+                    host = other.as_str(),
+                    "another host's body has a path this host's archive uses: kept apart"
+                );
                 continue;
             }
             let id = tx.last_insert_rowid();
@@ -481,7 +488,11 @@ fn sleep(stop: &AtomicBool, d: Duration) {
 /// `dlsrv catalog migrate --to URL`: every row of this host's catalog into
 /// the shared one (again from the start: rows already there are skipped);
 /// returns how many were pushed.
-pub(crate) fn migrate_to(catalog_path: &std::path::Path, url: &str, host: &str) -> anyhow::Result<u64> {
+pub(crate) fn migrate_to(
+    catalog_path: &std::path::Path,
+    url: &str,
+    host: &str,
+) -> anyhow::Result<u64> {
     let local = super::open_writable(catalog_path)?;
     warn_missing_summaries(&local)?;
     let mut client = connect(url)?;

@@ -110,6 +110,16 @@ impl Cluster {
         )
     }
 
+    /// The same database as a `postgresql://` URL (the socket directory
+    /// percent-encoded as the host), as `catalog_url` takes it.
+    pub fn postgresql_url(&self) -> String {
+        format!(
+            "postgresql://postgres@{}:{}/postgres",
+            self.dir.path().display().to_string().replace('/', "%2F"),
+            self.port
+        )
+    }
+
     pub fn psql(&self, sql: &str) -> String {
         let out = Command::new("psql")
             .args([
