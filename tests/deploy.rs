@@ -1321,3 +1321,108 @@ async fn two_hosts_behind_one_nginx_store_each_body_once_and_show_every_station(
     .expect("ping");
     assert_eq!(reply.text(), "pong\n", "not degraded");
 }
+
+/// A `CommandList` for `station` with one ackId.
+fn command_list(station: &str, ack: &str) -> Vec<u8> {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?><CommandList><Station stationId=\"{station}\">\
+         <Command ackId=\"{ack}\" name=\"SetTime\"/></Station></CommandList>"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_queued_on_one_host_is_handed_out_once_acknowledged_anywhere_and_resent_after_the_timeout()
+ {
+    let Some(pg) = common::pg::Cluster::start() else {
+        return;
+    };
+    let url = pg.postgresql_url();
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let env = [("DLSRV_COMMAND_ACK_TIMEOUT_SECS", "2")];
+    let a = start_host(dir_a.path(), "a", &url, &env);
+    let b = start_host(dir_b.path(), "b", &url, &env);
+    let station = "0000452891";
+    let file = dir_a.path().join("cmd.xml");
+    for (n, ack) in ["ack1", "ack2"].iter().enumerate() {
+        fs::write(&file, command_list(station, ack)).expect("cmd");
+        let out = as_host(
+            dir_a.path(),
+            "a",
+            &url,
+            &["commands", "add", station, &file.display().to_string()],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("queued "),
+            "{n}"
+        );
+    }
+    // The logger polls a and b in turn: each document once, oldest first.
+    let target = format!("/ott/?stationid={station}&action=requestcommand");
+    let mut handed = Vec::new();
+    for i in 0..6 {
+        let socket = if i % 2 == 0 { &a.socket } else { &b.socket };
+        let mut c = common::Conn::open(socket).await;
+        c.send(format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .await;
+        let reply = c.reply().await;
+        assert_eq!(reply.status, 200);
+        let text = reply.text();
+        if !text.is_empty() {
+            handed.push((i, text));
+        }
+    }
+    assert_eq!(
+        handed.len(),
+        2,
+        "each document once across both hosts: {handed:?}"
+    );
+    assert!(
+        handed[0].1.contains("ack1") && handed[1].1.contains("ack2"),
+        "{handed:?}"
+    );
+    assert_eq!((handed[0].0, handed[1].0), (0, 1), "a, then b");
+    // The acknowledgement of the first reaches b; a's CLI shows it.
+    let response = format!(
+        "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?><Response><Station stationId=\"{station}\">\
+         <Ack ackId=\"ack1\" status=\"OK\"/></Station></Response>"
+    );
+    let reply = post_to(
+        &b.socket,
+        &format!("/ott/?stationid={station}&action=acknowledge"),
+        response.as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let list = as_host(dir_a.path(), "a", &url, &["commands", "list", station]);
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(list.contains("ack1") && list.contains("OK"), "{list}");
+    // The second, never acknowledged, is handed out again after the
+    // timeout, by b.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let mut c = common::Conn::open(&b.socket).await;
+    c.send(format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await;
+    let again = c.reply().await.text();
+    assert!(again.contains("ack2"), "handed out again: {again:?}");
+    let list = as_host(dir_b.path(), "b", &url, &["commands", "list", station]);
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert_eq!(
+        list,
+        String::from_utf8_lossy(&as_host(dir_a.path(), "a", &url, &["commands", "list"]).stdout),
+        "the same list from either host"
+    );
+    assert!(
+        b.log().contains("was not acknowledged within"),
+        "{}",
+        b.log()
+    );
+}
