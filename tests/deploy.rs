@@ -1426,3 +1426,176 @@ async fn a_command_queued_on_one_host_is_handed_out_once_acknowledged_anywhere_a
         b.log()
     );
 }
+
+/// A distinct data message for station `H<i>`.
+fn host_body(i: usize) -> (String, Vec<u8>) {
+    let station = format!("H{i:04}");
+    let body = format!(
+        "<StationDataList><StationData stationId=\"{station}\" name=\"n{i}\"/></StationDataList>"
+    )
+    .into_bytes();
+    (station, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_one_host_sends_the_load_to_the_other_and_every_200_body_is_there() {
+    let Some(pg) = common::pg::Cluster::start() else {
+        return;
+    };
+    let url = pg.postgresql_url();
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let a = start_host(dir_a.path(), "a", &url, &[]);
+    let b = start_host(dir_b.path(), "b", &url, &[]);
+    let nginx = Arc::new(Nginx::start(&[&a.socket, &b.socket]));
+    // Within the site's per-login burst (7 logins × 30).
+    let total = 180;
+    let limit = Arc::new(Semaphore::new(8));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for i in 0..total {
+        let (nginx, limit, done_tx) = (nginx.clone(), limit.clone(), done_tx.clone());
+        tasks.push(tokio::spawn(async move {
+            let _slot = limit.acquire().await.expect("semaphore");
+            let (station, body) = host_body(i);
+            let target = format!("/ott/?stationid={station}&action=senddata");
+            let reply = nginx
+                .post(&target, Some((STATION_LOGINS[i % 7], PASSWORD)), &body)
+                .await;
+            let _ = done_tx.send(());
+            (station, reply, body)
+        }));
+    }
+    for _ in 0..total / 3 {
+        done_rx.recv().await.expect("progress");
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(a.pid()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9");
+    let (mut ok, mut failed, mut why) = (0, 0, std::collections::BTreeMap::new());
+    for task in tasks {
+        let (station, reply, body) = task.await.expect("task");
+        if reply.status != 200 {
+            failed += 1;
+            *why.entry((reply.status, reply.body.clone())).or_insert(0) += 1;
+            continue;
+        }
+        ok += 1;
+        let path = reply.stored_path("senddata", &station);
+        let stored = fs::read(a.data.join(&path)).or_else(|_| fs::read(b.data.join(&path)));
+        assert_eq!(stored.expect("every 200 has its file"), body, "byte-exact");
+    }
+    assert!(
+        failed <= 8,
+        "{failed} non-2xx: at most the requests in flight at the kill: {why:?}\n{}",
+        nginx.error_log()
+    );
+    assert_eq!(ok + failed, total);
+    assert!(ok >= total - 8);
+    // b has every row it stored in the shared catalog.
+    let b_files = archive_files(&b.data).len();
+    wait_for(
+        "b's rows in PostgreSQL",
+        std::time::Duration::from_secs(20),
+        || {
+            pg.psql("SELECT count(*) FROM transmissions WHERE host = 'b'")
+                .trim()
+                == b_files.to_string()
+        },
+    );
+    common::figure(&format!(
+        "two hosts: kill -9 of one after {} of {total} bodies: {ok} answered 200 (all stored, byte-exact), {failed} not",
+        total / 3
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_stopped_for_30_s_never_stops_intake_and_every_row_arrives_once() {
+    let Some(pg) = common::pg::Cluster::start() else {
+        return;
+    };
+    let url = pg.postgresql_url();
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let a = start_host(dir_a.path(), "a", &url, &[]);
+    let b = start_host(dir_b.path(), "b", &url, &[]);
+    let sockets = [a.socket.clone(), b.socket.clone()];
+    let post = |i: usize| {
+        let socket = sockets[i % 2].clone();
+        async move {
+            let (station, body) = host_body(i);
+            post_to(
+                &socket,
+                &format!("/ott/?stationid={station}&action=senddata"),
+                &body,
+            )
+            .await
+            .status
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut i = 0;
+    let mut statuses = Vec::new();
+    let mut stopped = false;
+    let mut degraded_seen = false;
+    while started.elapsed() < std::time::Duration::from_secs(40) {
+        let t = started.elapsed().as_secs();
+        if t >= 3 && !stopped {
+            pg.stop();
+            stopped = true;
+        }
+        if stopped && !degraded_seen && t >= 8 {
+            let mut c = common::Conn::open(&a.socket).await;
+            c.send(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await;
+            let pong = c.reply().await.text();
+            assert!(pong.contains("catalog degraded"), "{pong}");
+            degraded_seen = true;
+        }
+        if t >= 33 && stopped {
+            pg.restart();
+            stopped = false;
+        }
+        statuses.push(post(i).await);
+        i += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    }
+    if stopped {
+        pg.restart();
+    }
+    assert!(degraded_seen);
+    assert!(statuses.iter().all(|&s| s == 200), "every request 200");
+    let total = statuses.len();
+    wait_for(
+        "every row in PostgreSQL",
+        std::time::Duration::from_secs(60),
+        || {
+            pg.psql("SELECT count(*), count(DISTINCT (host, path)) FROM transmissions")
+                .trim()
+                == format!("{total}|{total}")
+        },
+    );
+    wait_for(
+        "every row on each host",
+        std::time::Duration::from_secs(30),
+        || local_rows(&a.state) == total as i64 && local_rows(&b.state) == total as i64,
+    );
+    for (name, log) in [("a", a.log()), ("b", b.log())] {
+        assert_eq!(
+            log.matches("shared catalog unreachable").count(),
+            1,
+            "{name}: once\n{log}"
+        );
+        assert_eq!(
+            log.matches("shared catalog reachable again").count(),
+            1,
+            "{name}\n{log}"
+        );
+    }
+    common::figure(&format!(
+        "two hosts: PostgreSQL stopped 30 s under load: {total} bodies, all 200; every row in it once afterwards"
+    ));
+}
