@@ -155,7 +155,8 @@ pub(crate) fn stations(
         };
         out.push(StationStatus {
             transmissions_24h,
-            pending_commands: pending_commands(state_dir, &station_id),
+            pending_commands: pending_commands(state_dir, &station_id)
+                + shared_pending_commands(conn, &station_id),
             name: r.get(1)?,
             last_seen,
             age_secs,
@@ -216,6 +217,17 @@ fn median_interval(conn: &Connection, station: &str) -> rusqlite::Result<Option<
     }
     gaps.sort_unstable();
     Ok(Some(gaps[gaps.len() / 2]))
+}
+
+/// Documents waiting for `station` in a shared catalog's queue, as its
+/// sync last copied the counts (`shared_pending_commands`; none without).
+fn shared_pending_commands(conn: &Connection, station: &str) -> usize {
+    conn.query_row(
+        "SELECT n FROM shared_pending_commands WHERE station_id = ?1",
+        rusqlite::params![station],
+        |r| r.get::<_, i64>(0),
+    )
+    .map_or(0, |n| usize::try_from(n).unwrap_or(0))
 }
 
 /// Documents waiting for `station` in the queue (only reads the directory).

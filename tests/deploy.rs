@@ -1346,6 +1346,17 @@ async fn a_command_queued_on_one_host_is_handed_out_once_acknowledged_anywhere_a
     let a = start_host(dir_a.path(), "a", &url, &env);
     let b = start_host(dir_b.path(), "b", &url, &env);
     let station = "0000452891";
+    // The station is known (a data message at a), so the status lists it.
+    let data = format!(
+        "<StationDataList><StationData stationId=\"{station}\" name=\"Mühlbach\"/></StationDataList>"
+    );
+    let reply = post_to(
+        &a.socket,
+        &format!("/ott/?stationid={station}&action=senddata"),
+        data.as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
     let file = dir_a.path().join("cmd.xml");
     for (n, ack) in ["ack1", "ack2"].iter().enumerate() {
         fs::write(&file, command_list(station, ack)).expect("cmd");
@@ -1365,6 +1376,15 @@ async fn a_command_queued_on_one_host_is_handed_out_once_acknowledged_anywhere_a
             "{n}"
         );
     }
+    // Both waiting, as b's status says (the queue is PostgreSQL's).
+    wait_for(
+        "b's status: 2 commands pending",
+        std::time::Duration::from_secs(10),
+        || {
+            let out = as_host(dir_b.path(), "b", &url, &["status", "--format", "json"]);
+            String::from_utf8_lossy(&out.stdout).contains("\"pending_commands\": 2")
+        },
+    );
     // The logger polls a and b in turn: each document once, oldest first.
     let target = format!("/ott/?stationid={station}&action=requestcommand");
     let mut handed = Vec::new();

@@ -93,6 +93,12 @@ CREATE TABLE IF NOT EXISTS catalog_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- With a shared catalog: its queue's pending documents per station, as
+-- the sync last copied them (the status views read them here).
+CREATE TABLE IF NOT EXISTS shared_pending_commands (
+    station_id TEXT PRIMARY KEY,
+    n          INTEGER NOT NULL
+);
 ";
 
 /// Rows that failed to commit are kept for another try, up to this many.

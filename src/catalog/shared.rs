@@ -432,6 +432,7 @@ fn run(catalog_path: &std::path::Path, url: &str, host: &str, health: &Health, s
             }
             let pulled = get_meta(conn, PULLED)?;
             let now_pulled = pull_page(conn, pg, host, pulled)?;
+            copy_pending_commands(conn, pg)?;
             health
                 .unpushed
                 .store(count_unpushed(conn)?, Ordering::Relaxed);
@@ -463,6 +464,39 @@ fn run(catalog_path: &std::path::Path, url: &str, host: &str, health: &Health, s
             }
         }
     }
+}
+
+/// The shared queue's pending documents per station, into the local file.
+fn copy_pending_commands(
+    local: &mut Connection,
+    client: &mut postgres::Client,
+) -> anyhow::Result<()> {
+    let counts = crate::pgqueue::pending_counts(client)?;
+    let known: std::collections::HashMap<String, usize> = local
+        .prepare_cached("SELECT station_id, n FROM shared_pending_commands")?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    if known == counts {
+        // Unchanged: no write (each would wake every duplicate lookup).
+        return Ok(());
+    }
+    let tx = local.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute("DELETE FROM shared_pending_commands", [])?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO shared_pending_commands (station_id, n) VALUES (?1, ?2)",
+        )?;
+        for (station, n) in counts {
+            insert.execute(params![station, i64::try_from(n).unwrap_or(i64::MAX)])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn count_unpushed(local: &Connection) -> anyhow::Result<i64> {
