@@ -1619,3 +1619,86 @@ async fn postgresql_stopped_for_30_s_never_stops_intake_and_every_row_arrives_on
         "two hosts: PostgreSQL stopped 30 s under load: {total} bodies, all 200; every row in it once afterwards"
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_commits_late_is_not_skipped_by_the_other_hosts() {
+    let Some(pg) = common::pg::Cluster::start() else {
+        return;
+    };
+    let url = pg.postgresql_url();
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let a = start_host(dir_a.path(), "a", &url, &[]);
+    let b = start_host(dir_b.path(), "b", &url, &[]);
+    wait_for("the schema", std::time::Duration::from_secs(20), || {
+        pg.psql("SELECT count(*) FROM dlsrv_schema").trim() == "1"
+    });
+    // A third host's push that takes its id and commits late.
+    let conninfo = pg.url();
+    let slow = std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&conninfo, postgres::NoTls).expect("connect");
+        let mut tx = client.transaction().expect("begin");
+        let id: i64 = tx
+            .query_one(
+                "SELECT next_id FROM catalog_counter WHERE one FOR UPDATE",
+                &[],
+            )
+            .expect("counter")
+            .get(0);
+        tx.execute(
+            "INSERT INTO transmissions (id, host, local_id, station_id, action, received_utc, path,
+                 bytes, sha256, indexed_utc)
+             VALUES ($1, 'c', 1, 'LATE', 'senddata', '2026-12-05T00:00:00.000000Z',
+                 'senddata/2026/12/05/LATE_2026-12-05T00+00+00.000000', 1, 'ab', '2026-12-05T00:00:00Z')",
+            &[&id],
+        )
+        .expect("insert");
+        tx.execute(
+            "UPDATE catalog_counter SET next_id = $1 WHERE one",
+            &[&(id + 1)],
+        )
+        .expect("counter");
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        tx.commit().expect("commit");
+        id
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Meanwhile a stores bodies; their rows wait for the counter.
+    for i in 0..20 {
+        let (station, body) = host_body(i);
+        let reply = post_to(
+            &a.socket,
+            &format!("/ott/?stationid={station}&action=senddata"),
+            &body,
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+    }
+    let late_id = slow.join().expect("slow");
+    wait_for(
+        "b has a's rows and the late one",
+        std::time::Duration::from_secs(20),
+        || local_rows(&b.state) == 21,
+    );
+    let min_a: i64 = pg
+        .psql("SELECT min(id) FROM transmissions WHERE host = 'a'")
+        .trim()
+        .parse()
+        .expect("ids");
+    assert!(
+        late_id < min_a,
+        "ids in commit order: {late_id} before {min_a}"
+    );
+    let late_on_b: i64 = rusqlite::Connection::open(b.state.join("catalog.sqlite3"))
+        .and_then(|c| {
+            c.query_row(
+                "SELECT count(*) FROM transmissions WHERE station_id = 'LATE' AND host = 'c'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .expect("b's catalog");
+    assert_eq!(late_on_b, 1, "the row that committed late is not skipped");
+}
