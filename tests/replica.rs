@@ -543,3 +543,66 @@ fn check_config_checks_the_credentials_and_never_prints_them() {
     assert_eq!(code, Some(1));
     assert!(text.contains("s3://"), "{text}");
 }
+
+#[test]
+fn with_a_shared_catalog_each_host_exports_every_hosts_bodies_once() {
+    let Some(pg) = common::pg::Cluster::start() else {
+        return;
+    };
+    let Some(garage) = Garage::start() else {
+        return;
+    };
+    let url = pg.postgresql_url();
+    let shared = |host: &str| format!("catalog_url = \"{url}\"\nhost_name = \"{host}\"");
+    let a = Site::new(&garage, "", &shared("a"));
+    let b = Site::new(&garage, "", &shared("b"));
+    // Bodies at both hosts, each copied to the one replica by its own host.
+    for (site, from) in [(&a, 0), (&b, 1000)] {
+        let daemon = site.serve();
+        post(&daemon.socket, from, 30);
+        daemon.sigterm();
+        assert!(daemon.wait().0);
+    }
+    for site in [&a, &b] {
+        let replicator = site.replicator();
+        site.wait_replicated_own(30, Duration::from_secs(60));
+        replicator.stop();
+    }
+    // Each host's catalog learns the other's rows while it serves.
+    let (da, db) = (a.serve_as("again"), b.serve_as("again"));
+    let until = Instant::now() + Duration::from_secs(30);
+    while a.counts().0 < 60 || b.counts().0 < 60 {
+        assert!(Instant::now() < until, "{:?} {:?}", a.counts(), b.counts());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The same rows from either host: its own bodies from its disk, the
+    // other's from the replica.
+    let (from_a, from_b) = (export_csv(&a), export_csv(&b));
+    assert_eq!(from_a, from_b);
+    assert_eq!(
+        from_a.lines().count(),
+        61,
+        "60 bodies of one value each, and the header"
+    );
+    // A cursor on b: each body once, whichever host stored it.
+    let (code, first, _) = b.dlsrv(&["export", "--format", "csv", "--since-cursor", "night"]);
+    assert_eq!((code, first.lines().count()), (0, 61));
+    post(&da.socket, 2000, 5);
+    let until = Instant::now() + Duration::from_secs(30);
+    while b.counts().0 < 65 {
+        assert!(Instant::now() < until);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // a's new bodies are read from a's replica once copied.
+    let replicator = a.replicator();
+    a.wait_replicated_own(35, Duration::from_secs(60));
+    replicator.stop();
+    let (code, second, err) = b.dlsrv(&["export", "--format", "csv", "--since-cursor", "night"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        second.lines().count(),
+        6,
+        "the 5 new bodies, once: {second}"
+    );
+    drop((da, db));
+}

@@ -115,6 +115,27 @@ impl Site {
         }
     }
 
+    /// Waits until `expected` rows of this host's own (not pulled from a
+    /// shared catalog) are replicated.
+    pub fn wait_replicated_own(&self, expected: i64, within: Duration) {
+        let until = Instant::now() + within;
+        loop {
+            let done: i64 = self
+                .catalog()
+                .query_row(
+                    "SELECT count(replicated_utc) FROM transmissions WHERE host IS NULL",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap_or(0);
+            if done == expected {
+                return;
+            }
+            assert!(Instant::now() < until, "{done} of {expected} replicated");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Every archived body by its path relative to data_dir.
     pub fn bodies(&self) -> BTreeMap<String, Vec<u8>> {
         super::files_under(&self.data())
