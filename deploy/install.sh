@@ -94,6 +94,10 @@ Options:
                        (/status), kept apart from the loggers' in
                        /etc/nginx/.htpasswd-operators; the password is prompted
                        for, or read from OPERATOR_PASSWORD. May be repeated.
+  --catalog URL        share the catalog and the command queue with other hosts
+                       in the PostgreSQL database URL (postgresql://…): adds
+                       catalog_url to /etc/dlsrv/dlsrv.toml (root:dlsrv 0640)
+                       when it has none (docs/operations.md, "Two hosts")
   --export-to NAME URL set up the export feed NAME into the PostgreSQL database
                        URL (libpq: postgresql://user@host/db or key=value):
                        /etc/dlsrv/export/NAME.toml and dlsrv-export@NAME.service
@@ -118,6 +122,7 @@ CERT=
 KEY=
 SELF_SIGNED=0
 DATA_DIR=
+CATALOG=
 LOGGERS=
 OPERATORS=
 # "login=id,id login2=id": the stations given after each --add-logger.
@@ -153,6 +158,8 @@ while [ "$#" -gt 0 ]; do
             ;;
         --add-operator) need_arg "$@"; OPERATORS="$OPERATORS $2"; shift 2 ;;
         --add-operator=*) OPERATORS="$OPERATORS ${1#*=}"; shift ;;
+        --catalog) need_arg "$@"; CATALOG=$2; shift 2 ;;
+        --catalog=*) CATALOG=${1#*=}; shift ;;
         --export-to)
             [ "$#" -ge 3 ] || die "--export-to needs NAME and URL (see --help)"
             case $2 in
@@ -611,6 +618,31 @@ else
     run install -m 0640 "$TMP" "$(d "$CONF")"
     [ "$STAGED" -eq 1 ] || run chgrp "$SERVICE_USER" "$CONF"
     SERVICE_CHANGED=1
+fi
+
+# ---- The shared catalog (--catalog) -----------------------------------------
+if [ -n "$CATALOG" ]; then
+    case $CATALOG in
+        postgresql://* | postgres://*) ;;
+        *) die "--catalog $CATALOG: a postgresql:// URL" ;;
+    esac
+    case $CATALOG in *\"* | *\\* | *"
+"*) die "--catalog: the URL cannot hold a double quote, a backslash or a newline" ;; esac
+    HAS_CATALOG=$(sed -n 's/^[[:space:]]*catalog_url[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$(d "$CONF")" | tail -n 1)
+    if [ -z "$HAS_CATALOG" ]; then
+        step "Shared catalog: catalog_url in $(d "$CONF")"
+        new_tmp
+        # A top-level key: before any [table] of the file.
+        { printf '# Added by install.sh --catalog: the catalog and command queue shared by\n'
+          printf '# several hosts (docs/operations.md, "Two hosts").\n'
+          printf 'catalog_url = "%s"\n\n' "$CATALOG"
+          cat "$(d "$CONF")"; } >"$TMP"
+        run install -m 0640 "$TMP" "$(d "$CONF")"
+        [ "$STAGED" -eq 1 ] || run chgrp "$SERVICE_USER" "$CONF"
+        SERVICE_CHANGED=1
+    elif [ "$HAS_CATALOG" != "$CATALOG" ]; then
+        die "$(d "$CONF") (kept, never overwritten) has another catalog_url: edit it first, then run this again"
+    fi
 fi
 
 # ---- Data directory -------------------------------------------------------

@@ -1702,3 +1702,63 @@ async fn a_row_that_commits_late_is_not_skipped_by_the_other_hosts() {
         .expect("b's catalog");
     assert_eq!(late_on_b, 1, "the row that committed late is not skipped");
 }
+
+#[test]
+fn install_sh_catalog_adds_the_shared_catalog_once_and_keeps_it() {
+    let dest = staged_install();
+    let install = |url: &str| {
+        Command::new("sh")
+            .arg(repo("deploy/install.sh"))
+            .args([
+                "--binary",
+                env!("CARGO_BIN_EXE_dlsrv"),
+                "--server-name",
+                "dl.example.net",
+                "--catalog",
+                url,
+            ])
+            .env("DESTDIR", dest.path())
+            .output()
+            .expect("install.sh")
+    };
+    let url = "postgresql://dlsrv:pw@db.example.net/network";
+    for _ in 0..2 {
+        let out = install(url);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let conf = fs::read_to_string(dest.path().join("etc/dlsrv/dlsrv.toml")).expect("conf");
+    assert_eq!(
+        conf.matches("catalog_url").count(),
+        1,
+        "added once:\n{conf}"
+    );
+    let parsed: toml::Table = conf.parse().expect("still TOML");
+    assert_eq!(
+        parsed.get("catalog_url").and_then(|v| v.as_str()),
+        Some(url)
+    );
+    // dlsrv reads it as a top-level key; check-config hides the password.
+    let out = dlsrv_command()
+        .arg("check-config")
+        .env("DLSRV_CATALOG_URL", url)
+        .output()
+        .expect("check-config");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("postgresql://dlsrv:***@db.example.net/network"),
+        "{text}"
+    );
+    assert!(!text.contains(":pw@"), "{text}");
+    // Another URL is refused, the file kept.
+    let out = install("postgresql://other@db/x");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another catalog_url"));
+    assert_eq!(
+        fs::read_to_string(dest.path().join("etc/dlsrv/dlsrv.toml")).expect("conf"),
+        conf
+    );
+}
