@@ -1320,6 +1320,31 @@ async fn two_hosts_behind_one_nginx_store_each_body_once_and_show_every_station(
     .await
     .expect("ping");
     assert_eq!(reply.text(), "pong\n", "not degraded");
+    // How soon the other host knows a row (the sync looks every 200 ms).
+    let mut delays = Vec::new();
+    for i in 0..20 {
+        let before = local_rows(&b.state);
+        let (station, body) = host_body(5000 + i);
+        let reply = post_to(
+            &a.socket,
+            &format!("/ott/?stationid={station}&action=senddata"),
+            &body,
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        let stored = std::time::Instant::now();
+        wait_for("the row at b", std::time::Duration::from_secs(10), || {
+            local_rows(&b.state) > before
+        });
+        delays.push(stored.elapsed());
+    }
+    delays.sort();
+    common::figure(&format!(
+        "two hosts: a row stored at one host is in the other's catalog after {} ms (median), {} ms (max), 20 bodies",
+        delays[10].as_millis(),
+        delays[19].as_millis()
+    ));
+    assert!(delays[19] < std::time::Duration::from_secs(3), "{delays:?}");
 }
 
 /// A `CommandList` for `station` with one ackId.

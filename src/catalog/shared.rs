@@ -55,8 +55,8 @@ const MIGRATIONS: &[&str] = &[
          summary        text,
          UNIQUE (host, path)
      );
-     CREATE INDEX transmissions_by_station ON transmissions (station_id, received_utc);
-     CREATE INDEX transmissions_by_sha256 ON transmissions (sha256);
+     CREATE TABLE catalog_hosts (host text PRIMARY KEY, catalog_id text NOT NULL,
+         pushed_local_id bigint NOT NULL);
      CREATE TABLE catalog_counter (one boolean PRIMARY KEY DEFAULT true CHECK (one), next_id bigint NOT NULL);
      INSERT INTO catalog_counter (next_id) VALUES (1);
      CREATE TABLE catalog_meta (key text PRIMARY KEY, value text NOT NULL);
@@ -97,6 +97,8 @@ const MIGRATION_LOCK: i64 = 0x646c_7372;
 const PAGE: usize = 500;
 /// How long an idle sync waits before it looks again.
 const POLL: Duration = Duration::from_millis(200);
+/// How often the shared queue's pending counts are copied.
+const COUNTS_EVERY: Duration = Duration::from_secs(2);
 
 /// Connects (no TLS: use a local socket, a tunnel or a private network;
 /// see docs/operations.md "Two hosts").
@@ -142,7 +144,8 @@ pub(crate) fn migrate(client: &mut postgres::Client) -> anyhow::Result<i32> {
     Ok(VERSION)
 }
 
-/// Pushes up to [`PAGE`] of this host's rows after local id `after`;
+/// Pushes up to [`PAGE`] of this host's rows after local id `after`, in
+/// one statement, with this host's position in the same transaction;
 /// returns the highest local id pushed (`after` when none was waiting).
 pub(crate) fn push_page(
     local: &Connection,
@@ -161,38 +164,70 @@ pub(crate) fn push_page(
             &[],
         )?
         .get(0);
-    let insert = tx.prepare(
+    // Ids next, next + 1, …: a row already there (a push repeated after a
+    // crash) leaves its id unused, a gap no reader minds.
+    let n = rows.len() as i64;
+    let col = |f: fn(&Travelling) -> Option<String>| -> Vec<Option<String>> {
+        rows.iter().map(f).collect()
+    };
+    tx.execute(
         "INSERT INTO transmissions (id, host, local_id, station_id, action, received_utc, path,
              bytes, sha256, indexed_utc, replicated_utc, removed_utc, replica_error, summary)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         SELECT $1 + ord - 1, $2, local_id, station_id, action, received_utc, path, bytes,
+             sha256, indexed_utc, replicated_utc, removed_utc, replica_error, summary
+         FROM unnest($3::bigint[], $4::text[], $5::text[],
+             $6::text[], $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[],
+             $12::text[], $13::text[], $14::text[]) WITH ORDINALITY AS u(local_id, station_id,
+             action, received_utc, path, bytes, sha256, indexed_utc, replicated_utc, removed_utc,
+             replica_error, summary, ord)
+         ORDER BY ord
          ON CONFLICT (host, path) DO NOTHING",
+        &[
+            &next,
+            &host,
+            &rows.iter().map(|r| r.local_id).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.station_id.as_str()).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.received_utc.as_str()).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.bytes).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.sha256.as_str()).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.indexed_utc.as_str()).collect::<Vec<_>>(),
+            &col(|r| r.replicated_utc.clone()),
+            &col(|r| r.removed_utc.clone()),
+            &col(|r| r.replica_error.clone()),
+            &col(|r| r.summary.clone()),
+        ],
     )?;
-    let mut id = next;
-    for r in &rows {
-        let added = tx.execute(
-            &insert,
-            &[
-                &id,
-                &host,
-                &r.local_id,
-                &r.station_id,
-                &r.action,
-                &r.received_utc,
-                &r.path,
-                &r.bytes,
-                &r.sha256,
-                &r.indexed_utc,
-                &r.replicated_utc,
-                &r.removed_utc,
-                &r.replica_error,
-                &r.summary,
-            ],
-        )?;
-        id += i64::try_from(added).unwrap_or(0);
-    }
-    tx.execute("UPDATE catalog_counter SET next_id = $1 WHERE one", &[&id])?;
+    tx.execute(
+        "UPDATE catalog_counter SET next_id = $1 WHERE one",
+        &[&(next + n)],
+    )?;
+    tx.execute(
+        "INSERT INTO catalog_hosts (host, catalog_id, pushed_local_id) VALUES ($1, $2, $3)
+         ON CONFLICT (host) DO UPDATE SET catalog_id = excluded.catalog_id,
+           pushed_local_id = excluded.pushed_local_id",
+        &[&host, &super::catalog_id(local)?, &last],
+    )?;
     tx.commit()?;
     Ok(last)
+}
+
+/// How far this host's rows are in the shared catalog: 0 when none are,
+/// or when its local file is another one (rebuilt from scratch: its ids
+/// start again, and every row is offered again; those there are skipped).
+fn pushed_position(
+    client: &mut postgres::Client,
+    local: &Connection,
+    host: &str,
+) -> anyhow::Result<i64> {
+    let catalog = super::catalog_id(local)?;
+    Ok(client
+        .query_opt(
+            "SELECT pushed_local_id FROM catalog_hosts WHERE host = $1 AND catalog_id = $2",
+            &[&host, &catalog],
+        )?
+        .map_or(0, |r| r.get(0)))
 }
 
 /// A row as it travels.
@@ -247,15 +282,38 @@ pub(crate) fn pull_page(
     host: &str,
     after: i64,
 ) -> anyhow::Result<i64> {
-    let rows = client.query(
+    // A page of every host's rows in id order (this host's own only by
+    // id: they are here already), so the position passes them too.
+    // Both queries in one snapshot: a row committed between them could
+    // otherwise be passed over.
+    let mut snapshot = client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()?;
+    let page = snapshot.query(
         "SELECT id, host, station_id, action, received_utc, path, bytes, sha256, indexed_utc,
                 replicated_utc, removed_utc, summary
-         FROM transmissions WHERE id > $1 AND host <> $2 ORDER BY id LIMIT $3",
+         FROM transmissions WHERE id > $1 AND host <> $2
+           AND id <= (SELECT coalesce(max(id), $1) FROM
+                        (SELECT id FROM transmissions WHERE id > $1 ORDER BY id LIMIT $3) p)
+         ORDER BY id",
         &[&after, &host, &(PAGE as i64)],
     )?;
-    let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else {
-        return Ok(after);
-    };
+    let last_seen: i64 = snapshot
+        .query_one(
+            "SELECT coalesce(max(id), $1) FROM
+               (SELECT id FROM transmissions WHERE id > $1 ORDER BY id LIMIT $2) p",
+            &[&after, &(PAGE as i64)],
+        )?
+        .get(0);
+    snapshot.commit()?;
+    let rows = page;
+    if rows.is_empty() {
+        // Only this host's rows (or none): nothing to write here.
+        return Ok(last_seen.max(after));
+    }
+    let last = last_seen;
     let now = layout::rfc3339(chrono::Utc::now());
     let tx = local.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
@@ -309,7 +367,6 @@ pub(crate) fn pull_page(
     Ok(last)
 }
 
-const PUSHED: &str = "shared_pushed_local_id";
 const PULLED: &str = "shared_pulled_id";
 
 fn get_meta(local: &Connection, key: &str) -> rusqlite::Result<i64> {
@@ -403,6 +460,11 @@ fn run(catalog_path: &std::path::Path, url: &str, host: &str, health: &Health, s
     let mut client: Option<postgres::Client> = None;
     let mut local: Option<Connection> = None;
     let mut lock = None;
+    let mut pushed = 0;
+    // In memory; written with pulled rows (a restart passes over this
+    // host's own rows again, which costs a query).
+    let mut pulled: Option<i64> = None;
+    let mut last_counts = std::time::Instant::now() - COUNTS_EVERY;
     while !stop.load(Ordering::Relaxed) {
         if lock.is_none() {
             lock = sync_lock(catalog_path);
@@ -417,26 +479,32 @@ fn run(catalog_path: &std::path::Path, url: &str, host: &str, health: &Health, s
                 local = Some(super::open_writable(catalog_path)?);
             }
             let conn = local.as_mut().context("the local catalog")?;
-            let waiting = count_unpushed(conn)?;
-            health.unpushed.store(waiting, Ordering::Relaxed);
             if client.is_none() {
                 let mut c = connect(url)?;
                 migrate(&mut c)?;
+                // Where this host's rows stand there: the position moves
+                // with the rows, in one transaction.
+                pushed = pushed_position(&mut c, conn, host)?;
                 client = Some(c);
             }
             let pg = client.as_mut().context("the shared catalog")?;
-            let pushed = get_meta(conn, PUSHED)?;
             let now_pushed = push_page(conn, pg, host, pushed)?;
-            if now_pushed != pushed {
-                set_meta(conn, PUSHED, now_pushed)?;
+            let moved = now_pushed != pushed;
+            pushed = now_pushed;
+            if pulled.is_none() {
+                pulled = Some(get_meta(conn, PULLED)?);
             }
-            let pulled = get_meta(conn, PULLED)?;
-            let now_pulled = pull_page(conn, pg, host, pulled)?;
-            copy_pending_commands(conn, pg)?;
+            let before = pulled.unwrap_or(0);
+            let now_pulled = pull_page(conn, pg, host, before)?;
+            pulled = Some(now_pulled);
+            if last_counts.elapsed() >= COUNTS_EVERY {
+                copy_pending_commands(conn, pg)?;
+                last_counts = std::time::Instant::now();
+            }
             health
                 .unpushed
-                .store(count_unpushed(conn)?, Ordering::Relaxed);
-            Ok(now_pushed != pushed || now_pulled != pulled)
+                .store(count_unpushed(conn, pushed)?, Ordering::Relaxed);
+            Ok(moved || now_pulled != before)
         })();
         match result {
             Ok(busy) => {
@@ -499,8 +567,7 @@ fn copy_pending_commands(
     Ok(())
 }
 
-fn count_unpushed(local: &Connection) -> anyhow::Result<i64> {
-    let pushed = get_meta(local, PUSHED)?;
+fn count_unpushed(local: &Connection, pushed: i64) -> anyhow::Result<i64> {
     Ok(local.query_row(
         "SELECT count(*) FROM transmissions WHERE host IS NULL AND id > ?1",
         params![pushed],
@@ -531,6 +598,7 @@ pub(crate) fn migrate_to(
     warn_missing_summaries(&local)?;
     let mut client = connect(url)?;
     migrate(&mut client)?;
+    // From the start: rows already there are skipped (UNIQUE (host, path)).
     let (mut after, mut n) = (0, 0);
     loop {
         let waiting = own_rows(&local, after, PAGE)?.len() as u64;
@@ -540,7 +608,6 @@ pub(crate) fn migrate_to(
         after = push_page(&local, &mut client, host, after)?;
         n += waiting;
     }
-    set_meta(&local, PUSHED, after.max(get_meta(&local, PUSHED)?))?;
     Ok(n)
 }
 
