@@ -306,6 +306,15 @@ fn reindex(config: Config, args: &ReindexArgs) -> anyhow::Result<()> {
         let added = crate::restore::index_remote(&config, &catalog)?;
         eprintln!("dlsrv: {added} bodies that only the replica holds indexed from it");
     }
+    // A shared catalog gets this host's rows now (those there are skipped),
+    // not only at the service's next start.
+    if let Some(url) = config.shared_catalog() {
+        let n = crate::catalog::shared::migrate_to(&catalog, url, &config.host_name)?;
+        eprintln!(
+            "dlsrv: {n} rows offered to the shared catalog {}",
+            crate::config::without_password(url)
+        );
+    }
     Ok(())
 }
 

@@ -94,7 +94,7 @@ pub(crate) const VERSION: i32 = MIGRATIONS.len() as i32;
 const MIGRATION_LOCK: i64 = 0x646c_7372;
 
 /// Rows pushed or pulled per transaction.
-const PAGE: usize = 500;
+const PAGE: usize = 2_000;
 /// How long an idle sync waits before it looks again.
 const POLL: Duration = Duration::from_millis(200);
 /// How often the shared queue's pending counts are copied.
@@ -146,16 +146,17 @@ pub(crate) fn migrate(client: &mut postgres::Client) -> anyhow::Result<i32> {
 
 /// Pushes up to [`PAGE`] of this host's rows after local id `after`, in
 /// one statement, with this host's position in the same transaction;
-/// returns the highest local id pushed (`after` when none was waiting).
+/// returns the highest local id pushed (`after` when none was waiting)
+/// and how many rows went.
 pub(crate) fn push_page(
     local: &Connection,
     client: &mut postgres::Client,
     host: &str,
     after: i64,
-) -> anyhow::Result<i64> {
+) -> anyhow::Result<(i64, usize)> {
     let rows = own_rows(local, after, PAGE)?;
     let Some(last) = rows.last().map(|r| r.local_id) else {
-        return Ok(after);
+        return Ok((after, 0));
     };
     let mut tx = client.transaction()?;
     let next: i64 = tx
@@ -210,7 +211,7 @@ pub(crate) fn push_page(
         &[&host, &super::catalog_id(local)?, &last],
     )?;
     tx.commit()?;
-    Ok(last)
+    Ok((last, rows.len()))
 }
 
 /// How far this host's rows are in the shared catalog: 0 when none are,
@@ -274,14 +275,15 @@ fn own_rows(local: &Connection, after: i64, limit: usize) -> rusqlite::Result<Ve
     rows.collect()
 }
 
-/// Pulls up to [`PAGE`] of the other hosts' rows after shared id `after`
-/// into the local catalog; returns the highest shared id seen.
+/// Pulls the other hosts' rows among the next [`PAGE`] ids after shared id
+/// `after` into the local catalog; returns the highest shared id seen and
+/// how many ids the page had.
 pub(crate) fn pull_page(
     local: &mut Connection,
     client: &mut postgres::Client,
     host: &str,
     after: i64,
-) -> anyhow::Result<i64> {
+) -> anyhow::Result<(i64, usize)> {
     // A page of every host's rows in id order (this host's own only by
     // id: they are here already), so the position passes them too.
     // Both queries in one snapshot: a row committed between them could
@@ -300,18 +302,18 @@ pub(crate) fn pull_page(
          ORDER BY id",
         &[&after, &host, &(PAGE as i64)],
     )?;
-    let last_seen: i64 = snapshot
-        .query_one(
-            "SELECT coalesce(max(id), $1) FROM
-               (SELECT id FROM transmissions WHERE id > $1 ORDER BY id LIMIT $2) p",
-            &[&after, &(PAGE as i64)],
-        )?
-        .get(0);
+    let seen = snapshot.query_one(
+        "SELECT coalesce(max(id), $1), count(*) FROM
+           (SELECT id FROM transmissions WHERE id > $1 ORDER BY id LIMIT $2) p",
+        &[&after, &(PAGE as i64)],
+    )?;
+    let (last_seen, ids): (i64, i64) = (seen.get(0), seen.get(1));
+    let ids = usize::try_from(ids).unwrap_or(0);
     snapshot.commit()?;
     let rows = page;
     if rows.is_empty() {
         // Only this host's rows (or none): nothing to write here.
-        return Ok(last_seen.max(after));
+        return Ok((last_seen.max(after), ids));
     }
     let last = last_seen;
     let now = layout::rfc3339(chrono::Utc::now());
@@ -364,7 +366,7 @@ pub(crate) fn pull_page(
         set_meta(&tx, PULLED, last)?;
     }
     tx.commit()?;
-    Ok(last)
+    Ok((last, ids))
 }
 
 const PULLED: &str = "shared_pulled_id";
@@ -488,14 +490,13 @@ fn run(catalog_path: &std::path::Path, url: &str, host: &str, health: &Health, s
                 client = Some(c);
             }
             let pg = client.as_mut().context("the shared catalog")?;
-            let now_pushed = push_page(conn, pg, host, pushed)?;
-            let moved = now_pushed != pushed;
+            let (now_pushed, up) = push_page(conn, pg, host, pushed)?;
             pushed = now_pushed;
             if pulled.is_none() {
                 pulled = Some(get_meta(conn, PULLED)?);
             }
             let before = pulled.unwrap_or(0);
-            let now_pulled = pull_page(conn, pg, host, before)?;
+            let (now_pulled, down) = pull_page(conn, pg, host, before)?;
             pulled = Some(now_pulled);
             if last_counts.elapsed() >= COUNTS_EVERY {
                 copy_pending_commands(conn, pg)?;
@@ -504,7 +505,9 @@ fn run(catalog_path: &std::path::Path, url: &str, host: &str, health: &Health, s
             health
                 .unpushed
                 .store(count_unpushed(conn, pushed)?, Ordering::Relaxed);
-            Ok(moved || now_pulled != before)
+            // Busy while pages are full; else rows gather for POLL and go
+            // together (one transaction for many, not one each).
+            Ok(up == PAGE || down == PAGE)
         })();
         match result {
             Ok(busy) => {
@@ -605,7 +608,7 @@ pub(crate) fn migrate_to(
         if waiting == 0 {
             break;
         }
-        after = push_page(&local, &mut client, host, after)?;
+        after = push_page(&local, &mut client, host, after)?.0;
         n += waiting;
     }
     Ok(n)
