@@ -13,56 +13,85 @@
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
 
-/// A data message's or an alarm's summary.
+/// A data message's or an alarm's summary. Its JSON (the catalog's
+/// `summary` column, travelling between the hosts of a shared catalog) has
+/// short keys and leaves out what is missing: it goes with every row.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Summary {
     /// `StationData name`.
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
     pub(crate) station_name: Option<String>,
     /// `StationData timezone`, as sent (`+01:00`, `00:00`, `-03:30`).
+    #[serde(rename = "z", default, skip_serializing_if = "Option::is_none")]
     pub(crate) timezone: Option<String>,
     /// The `StationInfo` element's attributes, when there is one.
+    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
     pub(crate) info: Option<StationInfo>,
+    #[serde(rename = "c", default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) channels: Vec<Channel>,
     /// The `AlarmMessage`, when that is the root.
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
     pub(crate) alarm: Option<Alarm>,
 }
 
 /// `StationInfo`'s attributes, as sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StationInfo {
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
     pub(crate) time: Option<String>,
+    #[serde(rename = "f", default, skip_serializing_if = "Option::is_none")]
     pub(crate) firmware: Option<String>,
+    #[serde(rename = "b", default, skip_serializing_if = "Option::is_none")]
     pub(crate) battery_voltage: Option<String>,
+    #[serde(rename = "T", default, skip_serializing_if = "Option::is_none")]
     pub(crate) temperature: Option<String>,
+    #[serde(rename = "g", default, skip_serializing_if = "Option::is_none")]
     pub(crate) gsm_signal: Option<String>,
+    #[serde(rename = "ip", default, skip_serializing_if = "Option::is_none")]
     pub(crate) ip_address: Option<String>,
+    #[serde(rename = "cy", default, skip_serializing_if = "Option::is_none")]
     pub(crate) transmission_cycle: Option<String>,
+    #[serde(rename = "cc", default, skip_serializing_if = "Option::is_none")]
     pub(crate) configured_transmission_cycle: Option<String>,
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
     pub(crate) device_type: Option<String>,
 }
 
 /// One `ChannelData`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Channel {
+    #[serde(rename = "id")]
     pub(crate) channel_id: String,
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
     pub(crate) name: Option<String>,
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
     pub(crate) unit: Option<String>,
+    #[serde(rename = "v")]
     pub(crate) values: u64,
+    #[serde(rename = "e")]
     pub(crate) errors: u64,
     /// Local times (`t`) of the first and last value.
+    #[serde(rename = "f", default, skip_serializing_if = "Option::is_none")]
     pub(crate) first_t: Option<String>,
+    #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
     pub(crate) last_t: Option<String>,
     /// The last value without an error code, and its local time.
+    #[serde(rename = "lv", default, skip_serializing_if = "Option::is_none")]
     pub(crate) last_value: Option<String>,
+    #[serde(rename = "lt", default, skip_serializing_if = "Option::is_none")]
     pub(crate) last_value_t: Option<String>,
 }
 
 /// An `AlarmMessage`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Alarm {
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
     pub(crate) t: Option<String>,
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
     pub(crate) kind: Option<String>,
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
     pub(crate) channel_id: Option<String>,
+    #[serde(rename = "x")]
     pub(crate) text: String,
 }
 
@@ -569,6 +598,32 @@ pub(crate) fn is_battery(channel: &Channel) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_json_of_a_summary_is_short_and_reads_back_the_same() {
+        let summary = Summary {
+            station_name: Some("Pegel Mühlbach".into()),
+            timezone: Some("+01:00".into()),
+            info: Some(StationInfo {
+                battery_voltage: Some("12.7".into()),
+                ..StationInfo::default()
+            }),
+            channels: vec![Channel {
+                channel_id: "0010".into(),
+                values: 3,
+                last_value: Some("139.6".into()),
+                ..Channel::default()
+            }],
+            alarm: None,
+        };
+        let json = serde_json::to_string(&summary).expect("json");
+        assert_eq!(
+            json,
+            r#"{"n":"Pegel Mühlbach","z":"+01:00","i":{"b":"12.7"},"c":[{"id":"0010","v":3,"e":0,"lv":"139.6"}]}"#
+        );
+        let back: Summary = serde_json::from_str(&json).expect("reads back");
+        assert_eq!(back, summary);
+    }
 
     #[test]
     fn offsets_and_local_times() {
