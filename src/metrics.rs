@@ -360,7 +360,7 @@ impl Metrics {
             );
             registry.register(
                 "dlsrv_catalog_unpushed_rows",
-                "This host's catalog rows not yet in the shared catalog",
+                "This host's catalog rows not yet in the shared catalog (until the first connection after a start: all of its rows since the file was made)",
                 unpushed.clone(),
             );
         }

@@ -1598,6 +1598,17 @@ async fn postgresql_stopped_for_30_s_never_stops_intake_and_every_row_arrives_on
                 .await;
             let pong = c.reply().await.text();
             assert!(pong.contains("catalog degraded"), "{pong}");
+            let mut c = common::Conn::open(&a.socket).await;
+            c.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await;
+            let metrics = c.reply().await.text();
+            assert!(metrics.contains("dlsrv_catalog_degraded 1"), "{metrics}");
+            let waiting: i64 = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("dlsrv_catalog_unpushed_rows "))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("dlsrv_catalog_unpushed_rows");
+            assert!(waiting > 0, "rows wait locally: {waiting}");
             degraded_seen = true;
         }
         if t >= 33 && stopped {
@@ -1786,4 +1797,74 @@ fn install_sh_catalog_adds_the_shared_catalog_once_and_keeps_it() {
         fs::read_to_string(dest.path().join("etc/dlsrv/dlsrv.toml")).expect("conf"),
         conf
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_had_sqlite_moves_its_rows_into_the_shared_catalog() {
+    let Some(pg) = common::pg::Cluster::start() else {
+        return;
+    };
+    let url = pg.postgresql_url();
+    let dir_a = tempfile::tempdir().expect("a");
+    // A history in a host's own SQLite catalog.
+    let a = Daemon::start(dir_a.path(), "a", &[]);
+    for i in 0..40 {
+        let (station, body) = host_body(i);
+        let reply = post_to(
+            &a.socket,
+            &format!("/ott/?stationid={station}&action=senddata"),
+            &body,
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+    }
+    a.sigterm();
+    assert!(a.wait().0);
+    for _ in 0..2 {
+        let out = as_host(
+            dir_a.path(),
+            "a",
+            "sqlite",
+            &["catalog", "migrate", "--to", &url],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        pg.psql("SELECT count(*), count(DISTINCT path) FROM transmissions WHERE host = 'a'")
+            .trim(),
+        "40|40",
+        "every row, once (migrate run twice)"
+    );
+    // Another host sees a's history, names included.
+    let dir_b = tempfile::tempdir().expect("b");
+    let b = start_host(dir_b.path(), "b", &url, &[]);
+    wait_for(
+        "b learns a's rows",
+        std::time::Duration::from_secs(20),
+        || local_rows(&b.state) == 40,
+    );
+    let out = as_host(dir_b.path(), "b", &url, &["status", "--format", "csv"]);
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(csv.lines().count(), 41, "{csv}");
+    assert!(csv.contains("n7"), "what a's documents said: {csv}");
+    // a, now on the shared catalog, does not push its rows again.
+    let a = start_host(dir_a.path(), "a2", &url, &[("DLSRV_HOST_NAME", "a")]);
+    let (station, body) = host_body(99);
+    let reply = post_to(
+        &a.socket,
+        &format!("/ott/?stationid={station}&action=senddata"),
+        &body,
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    wait_for("a's new row", std::time::Duration::from_secs(20), || {
+        pg.psql("SELECT count(*) FROM transmissions WHERE host = 'a'")
+            .trim()
+            == "41"
+    });
+    assert_eq!(pg.psql("SELECT count(*) FROM transmissions").trim(), "41");
 }

@@ -187,13 +187,22 @@ pub(crate) fn push_page(
             &next,
             &host,
             &rows.iter().map(|r| r.local_id).collect::<Vec<_>>(),
-            &rows.iter().map(|r| r.station_id.as_str()).collect::<Vec<_>>(),
+            &rows
+                .iter()
+                .map(|r| r.station_id.as_str())
+                .collect::<Vec<_>>(),
             &rows.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
-            &rows.iter().map(|r| r.received_utc.as_str()).collect::<Vec<_>>(),
+            &rows
+                .iter()
+                .map(|r| r.received_utc.as_str())
+                .collect::<Vec<_>>(),
             &rows.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
             &rows.iter().map(|r| r.bytes).collect::<Vec<_>>(),
             &rows.iter().map(|r| r.sha256.as_str()).collect::<Vec<_>>(),
-            &rows.iter().map(|r| r.indexed_utc.as_str()).collect::<Vec<_>>(),
+            &rows
+                .iter()
+                .map(|r| r.indexed_utc.as_str())
+                .collect::<Vec<_>>(),
             &col(|r| r.replicated_utc.clone()),
             &col(|r| r.removed_utc.clone()),
             &col(|r| r.replica_error.clone()),
@@ -481,6 +490,10 @@ fn run(catalog_path: &std::path::Path, url: &str, host: &str, health: &Health, s
                 local = Some(super::open_writable(catalog_path)?);
             }
             let conn = local.as_mut().context("the local catalog")?;
+            // Counted first: while PostgreSQL is away, this says what waits.
+            health
+                .unpushed
+                .store(count_unpushed(conn, pushed)?, Ordering::Relaxed);
             if client.is_none() {
                 let mut c = connect(url)?;
                 migrate(&mut c)?;
