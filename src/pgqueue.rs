@@ -331,22 +331,3 @@ pub(crate) fn requeue(
     tx.commit()?;
     Ok(())
 }
-
-/// Documents waiting for each station (for the status views).
-pub(crate) fn pending_counts(
-    client: &mut postgres::Client,
-) -> anyhow::Result<std::collections::HashMap<String, usize>> {
-    Ok(client
-        .query(
-            "SELECT station_id, count(*) FROM commands WHERE state = 'pending' GROUP BY station_id",
-            &[],
-        )?
-        .iter()
-        .map(|r| {
-            (
-                r.get::<_, String>(0),
-                usize::try_from(r.get::<_, i64>(1)).unwrap_or(0),
-            )
-        })
-        .collect())
-}

@@ -555,7 +555,7 @@ fn copy_pending_commands(
     local: &mut Connection,
     client: &mut postgres::Client,
 ) -> anyhow::Result<()> {
-    let counts = crate::pgqueue::pending_counts(client)?;
+    let counts = pending_counts(client)?;
     let known: std::collections::HashMap<String, usize> = local
         .prepare_cached("SELECT station_id, n FROM shared_pending_commands")?
         .query_map([], |r| {
@@ -644,4 +644,24 @@ fn warn_missing_summaries(local: &Connection) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Documents waiting for each station in the shared queue (`commands`,
+/// see [`crate::pgqueue`]), for the status views.
+fn pending_counts(
+    client: &mut postgres::Client,
+) -> anyhow::Result<std::collections::HashMap<String, usize>> {
+    Ok(client
+        .query(
+            "SELECT station_id, count(*) FROM commands WHERE state = 'pending' GROUP BY station_id",
+            &[],
+        )?
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                usize::try_from(r.get::<_, i64>(1)).unwrap_or(0),
+            )
+        })
+        .collect())
 }
