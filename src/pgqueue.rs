@@ -194,11 +194,7 @@ pub(crate) fn record_acks(
         .collect();
     let mut outcomes = Vec::new();
     for ack in acks {
-        let owner = documents
-            .iter()
-            .rev()
-            .find(|(_, ids)| ids.contains(&ack.ack_id));
-        let Some((id, _)) = owner else {
+        let Some(id) = crate::queue::answered(&documents, &ack.ack_id) else {
             outcomes.push(AckOutcome::UnknownAckId);
             continue;
         };

@@ -332,12 +332,8 @@ pub(crate) fn record_acks(
         .collect();
     let mut outcomes = Vec::new();
     for ack in acks {
-        // The newest sent document with that ackId is the one answered.
-        let owner = documents
-            .iter()
-            .rev()
-            .find(|(_, ids)| ids.contains(&ack.ack_id));
-        let Some((id, _)) = owner.filter(|_| valid_ack_id(&ack.ack_id)) else {
+        let owner = answered(&documents, &ack.ack_id);
+        let Some(id) = owner.filter(|_| valid_ack_id(&ack.ack_id)) else {
             outcomes.push(AckOutcome::UnknownAckId);
             continue;
         };
@@ -358,6 +354,19 @@ pub(crate) fn record_acks(
         outcomes.push(AckOutcome::Recorded { id: id.clone() });
     }
     Ok(outcomes)
+}
+
+/// Which of the sent documents (id and ackIds, oldest first) an `ackId`
+/// answers: the newest that carries it.
+pub(crate) fn answered<'a>(
+    documents: &'a [(String, Vec<String>)],
+    ack_id: &str,
+) -> Option<&'a String> {
+    documents
+        .iter()
+        .rev()
+        .find(|(_, ids)| ids.iter().any(|i| i == ack_id))
+        .map(|(id, _)| id)
 }
 
 /// Every queued document, of one station or of all, oldest first.

@@ -1175,6 +1175,38 @@ fn start_host(dir: &Path, name: &str, url: &str, env: &[(&str, &str)]) -> Daemon
     Daemon::start(dir, name, &all)
 }
 
+/// Two hosts `a` and `b` of one throwaway PostgreSQL cluster.
+struct TwoHosts {
+    pg: common::pg::Cluster,
+    url: String,
+    dir_a: tempfile::TempDir,
+    dir_b: tempfile::TempDir,
+    a: Daemon,
+    b: Daemon,
+}
+
+impl TwoHosts {
+    /// `None` without PostgreSQL (a failure in CI: see `Cluster::start`).
+    fn start(env: &[(&str, &str)]) -> Option<TwoHosts> {
+        let pg = common::pg::Cluster::start()?;
+        let url = pg.postgresql_url();
+        let (dir_a, dir_b) = (
+            tempfile::tempdir().expect("a"),
+            tempfile::tempdir().expect("b"),
+        );
+        let a = start_host(dir_a.path(), "a", &url, env);
+        let b = start_host(dir_b.path(), "b", &url, env);
+        Some(TwoHosts {
+            pg,
+            url,
+            dir_a,
+            dir_b,
+            a,
+            b,
+        })
+    }
+}
+
 /// Rows in a host's local catalog (its own and the others').
 fn local_rows(state: &Path) -> i64 {
     rusqlite::Connection::open(state.join("catalog.sqlite3"))
@@ -1359,17 +1391,17 @@ fn command_list(station: &str, ack: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_queued_on_one_host_is_handed_out_once_acknowledged_anywhere_and_resent_after_the_timeout()
  {
-    let Some(pg) = common::pg::Cluster::start() else {
+    let Some(TwoHosts {
+        pg: _pg,
+        url,
+        dir_a,
+        dir_b,
+        a,
+        b,
+    }) = TwoHosts::start(&[("DLSRV_COMMAND_ACK_TIMEOUT_SECS", "2")])
+    else {
         return;
     };
-    let url = pg.postgresql_url();
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let env = [("DLSRV_COMMAND_ACK_TIMEOUT_SECS", "2")];
-    let a = start_host(dir_a.path(), "a", &url, &env);
-    let b = start_host(dir_b.path(), "b", &url, &env);
     let station = "0000452891";
     // The station is known (a data message at a), so the status lists it.
     let data = format!(
@@ -1484,16 +1516,17 @@ fn host_body(i: usize) -> (String, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_one_host_sends_the_load_to_the_other_and_every_200_body_is_there() {
-    let Some(pg) = common::pg::Cluster::start() else {
+    let Some(TwoHosts {
+        pg,
+        url: _url,
+        dir_a: _dir_a,
+        dir_b: _dir_b,
+        a,
+        b,
+    }) = TwoHosts::start(&[])
+    else {
         return;
     };
-    let url = pg.postgresql_url();
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let a = start_host(dir_a.path(), "a", &url, &[]);
-    let b = start_host(dir_b.path(), "b", &url, &[]);
     let nginx = Arc::new(Nginx::start(&[&a.socket, &b.socket]));
     // Within the site's per-login burst (7 logins × 30).
     let total = 180;
@@ -1557,16 +1590,17 @@ async fn kill_9_of_one_host_sends_the_load_to_the_other_and_every_200_body_is_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_stopped_for_30_s_never_stops_intake_and_every_row_arrives_once() {
-    let Some(pg) = common::pg::Cluster::start() else {
+    let Some(TwoHosts {
+        pg,
+        url: _url,
+        dir_a: _dir_a,
+        dir_b: _dir_b,
+        a,
+        b,
+    }) = TwoHosts::start(&[])
+    else {
         return;
     };
-    let url = pg.postgresql_url();
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let a = start_host(dir_a.path(), "a", &url, &[]);
-    let b = start_host(dir_b.path(), "b", &url, &[]);
     let sockets = [a.socket.clone(), b.socket.clone()];
     let post = |i: usize| {
         let socket = sockets[i % 2].clone();
@@ -1584,11 +1618,12 @@ async fn postgresql_stopped_for_30_s_never_stops_intake_and_every_row_arrives_on
     let started = std::time::Instant::now();
     let mut i = 0;
     let mut statuses = Vec::new();
-    let mut stopped = false;
+    // Stopped once, at 3 s, for 30 s.
+    let (mut stopped, mut restarted) = (false, false);
     let mut degraded_seen = false;
     while started.elapsed() < std::time::Duration::from_secs(40) {
         let t = started.elapsed().as_secs();
-        if t >= 3 && !stopped {
+        if t >= 3 && !stopped && !restarted {
             pg.stop();
             stopped = true;
         }
@@ -1614,6 +1649,7 @@ async fn postgresql_stopped_for_30_s_never_stops_intake_and_every_row_arrives_on
         if t >= 33 && stopped {
             pg.restart();
             stopped = false;
+            restarted = true;
         }
         statuses.push(post(i).await);
         i += 1;
@@ -1658,18 +1694,21 @@ async fn postgresql_stopped_for_30_s_never_stops_intake_and_every_row_arrives_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_that_commits_late_is_not_skipped_by_the_other_hosts() {
-    let Some(pg) = common::pg::Cluster::start() else {
+    let Some(TwoHosts {
+        pg,
+        url,
+        dir_a,
+        dir_b,
+        a,
+        b,
+    }) = TwoHosts::start(&[])
+    else {
         return;
     };
-    let url = pg.postgresql_url();
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let a = start_host(dir_a.path(), "a", &url, &[]);
-    let b = start_host(dir_b.path(), "b", &url, &[]);
     wait_for("the schema", std::time::Duration::from_secs(20), || {
-        pg.psql("SELECT count(*) FROM dlsrv_schema").trim() == "1"
+        pg.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'catalog_hosts'")
+            .trim()
+            == "1"
     });
     // A third host's push that takes its id and commits late.
     let conninfo = pg.url();
