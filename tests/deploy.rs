@@ -1696,9 +1696,9 @@ async fn postgresql_stopped_for_30_s_never_stops_intake_and_every_row_arrives_on
 async fn a_row_that_commits_late_is_not_skipped_by_the_other_hosts() {
     let Some(TwoHosts {
         pg,
-        url,
-        dir_a,
-        dir_b,
+        url: _url,
+        dir_a: _dir_a,
+        dir_b: _dir_b,
         a,
         b,
     }) = TwoHosts::start(&[])
