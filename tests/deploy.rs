@@ -1644,6 +1644,24 @@ async fn postgresql_stopped_for_30_s_never_stops_intake_and_every_row_arrives_on
                 .and_then(|v| v.trim().parse().ok())
                 .expect("dlsrv_catalog_unpushed_rows");
             assert!(waiting > 0, "rows wait locally: {waiting}");
+            // The command queue is PostgreSQL's: nothing to hand out now
+            // (an empty 200), and an acknowledgement is to be sent again.
+            for _ in 0..2 {
+                let mut c = common::Conn::open(&a.socket).await;
+                c.send(
+                    b"GET /ott/?stationid=H0001&action=requestcommand HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+                let reply = c.reply().await;
+                assert_eq!((reply.status, reply.text()), (200, String::new()));
+            }
+            let ack = post_to(
+                &a.socket,
+                "/ott/?stationid=H0001&action=acknowledge",
+                b"<Response><Station stationId=\"H0001\"><Ack ackId=\"x1\" status=\"OK\"/></Station></Response>",
+            )
+            .await;
+            assert_eq!(ack.status, 503, "{}", ack.text());
             degraded_seen = true;
         }
         if t >= 33 && stopped {
@@ -1660,7 +1678,8 @@ async fn postgresql_stopped_for_30_s_never_stops_intake_and_every_row_arrives_on
     }
     assert!(degraded_seen);
     assert!(statuses.iter().all(|&s| s == 200), "every request 200");
-    let total = statuses.len();
+    // The data messages, and the acknowledgement stored during the outage.
+    let total = statuses.len() + 1;
     wait_for(
         "every row in PostgreSQL",
         std::time::Duration::from_secs(60),
@@ -1687,6 +1706,12 @@ async fn postgresql_stopped_for_30_s_never_stops_intake_and_every_row_arrives_on
             "{name}\n{log}"
         );
     }
+    let log = a.log();
+    assert_eq!(
+        log.matches("shared command queue unreachable").count(),
+        1,
+        "said once:\n{log}"
+    );
     common::figure(&format!(
         "two hosts: PostgreSQL stopped 30 s under load: {total} bodies, all 200; every row in it once afterwards"
     ));

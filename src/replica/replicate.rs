@@ -51,6 +51,7 @@ const STATE_EVERY: Duration = Duration::from_secs(1);
 /// What the replicator tells the service (`<state_dir>/replica.json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ReplicaState {
+    /// When the file was written (kept out of the comparison in `save`).
     pub(crate) updated_utc: String,
     /// Bodies uploaded (or found already there) by this process.
     pub(crate) replicated_bodies: u64,
@@ -163,6 +164,7 @@ pub(crate) fn run(config: &Config) -> anyhow::Result<()> {
         outage: Outage::default(),
         limiter: Arc::new(Limiter::new(config.replica_max_bytes_per_sec)),
         last_state: Instant::now() - STATE_EVERY,
+        saved: None,
     };
     let mut next_retention = Instant::now();
     while !stopping() {
@@ -190,13 +192,20 @@ struct Worker<'a> {
     outage: Outage,
     limiter: Arc<Limiter>,
     last_state: Instant,
+    /// The state as last written (without its time).
+    saved: Option<ReplicaState>,
 }
 
 impl Worker<'_> {
+    /// Writes the state file when what it says has changed (at most every
+    /// [`STATE_EVERY`]; `now`: at once): an idle replicator writes nothing.
     fn save(&mut self, now: bool) {
-        if now || self.last_state.elapsed() >= STATE_EVERY {
-            self.state.updated_utc = layout::rfc3339(Utc::now());
-            write_state(&self.config.state_dir, &self.state);
+        let changed = self.saved.as_ref() != Some(&self.state);
+        if changed && (now || self.last_state.elapsed() >= STATE_EVERY) {
+            let mut written = self.state.clone();
+            written.updated_utc = layout::rfc3339(Utc::now());
+            write_state(&self.config.state_dir, &written);
+            self.saved = Some(self.state.clone());
             self.last_state = Instant::now();
         }
     }
@@ -434,5 +443,32 @@ async fn already_there(
                 row.sha256
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limiter_spaces_bodies_to_the_cap_on_average() {
+        let limiter = Limiter::new(1_000);
+        let started = tokio::time::Instant::now();
+        for _ in 0..5 {
+            limiter.take(500).await;
+        }
+        // Five bodies of 500 bytes at 1,000 bytes/s: the fifth starts after 2 s.
+        let waited = started.elapsed();
+        assert!(
+            (Duration::from_millis(1_990)..Duration::from_millis(2_100)).contains(&waited),
+            "{waited:?}"
+        );
+        let free = Limiter::new(0);
+        let started = tokio::time::Instant::now();
+        free.take(1 << 30).await;
+        assert!(
+            started.elapsed() < Duration::from_millis(1),
+            "no cap, no wait"
+        );
     }
 }
