@@ -138,7 +138,14 @@ async fn restore_page(
                         )),
                         Err(e) => Err(e),
                     },
-                    Err(_) => store.get(&rel).await.map(Some),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        store.get(&rel).await.map(Some)
+                    }
+                    // There, but unreadable: neither compared nor replaced.
+                    Err(e) => Err(StoreError::new(
+                        crate::replica::Kind::Local,
+                        format!("the local file cannot be read: {e}"),
+                    )),
                 };
                 (rel, fetched)
             });

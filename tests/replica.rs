@@ -388,6 +388,20 @@ fn disaster_recovery_restores_every_body_byte_exact_and_the_same_status() {
     let (_, status_after, _) = site.dlsrv(&["status", "--format", "csv"]);
     assert_eq!(strip_age(&status_after), strip_age(&status_before));
     assert_eq!(export_csv(&site), export_before);
+    // A body replaced by a link (not a plain file): named, not counted as there.
+    let linked = after.keys().next().expect("a body").clone();
+    let path = site.data().join(&linked);
+    std::fs::remove_file(&path).expect("rm");
+    std::os::unix::fs::symlink("/etc/hostname", &path).expect("symlink");
+    let (code, out, _) = site.dlsrv(&["restore", "--from-replica"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(linked.as_str()) && out.contains("cannot be read"),
+        "{out}"
+    );
+    std::fs::remove_file(&path).expect("rm link");
+    assert_eq!(site.dlsrv(&["restore", "--from-replica"]).0, 0);
+    assert!(std::fs::read(&path).expect("restored") == after[&linked]);
     // The new catalog's rows are found in the replica: nothing goes up twice.
     let replicator = site.replicator();
     site.wait_replicated(300, Duration::from_secs(60));
