@@ -128,7 +128,7 @@ impl Reservation {
 }
 
 fn busy() -> RequestError {
-    RequestError::Busy("request bodies in memory are at max_inflight_body_bytes")
+    RequestError::Busy(crate::error::MEMORY_FULL)
 }
 
 #[cfg(test)]

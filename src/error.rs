@@ -45,6 +45,12 @@ pub(crate) enum RequestError {
     Store(#[source] io::Error),
 }
 
+/// Why a store is refused when a file system is below `min_free_bytes` or `min_free_inodes`.
+pub(crate) const DISK_LOW: &str =
+    "the file system is nearly full (min_free_bytes, min_free_inodes)";
+/// Why a body is refused when `max_inflight_body_bytes` are in memory.
+pub(crate) const MEMORY_FULL: &str = "request bodies in memory are at max_inflight_body_bytes";
+
 impl RequestError {
     /// A failure to store (or to touch the queue): 503, the client retries.
     pub(crate) fn store(source: io::Error) -> RequestError {
@@ -90,6 +96,31 @@ impl RequestError {
             | RequestError::UploadDeadline { .. }
             | RequestError::BodyRead(_) => vec![("connection", "close".to_owned())],
             _ => Vec::new(),
+        }
+    }
+
+    /// The reason's short name, a label of `dlsrv_refused_total` (one
+    /// per variant; `Busy` by what is exhausted).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            RequestError::NotFound => "not_found",
+            RequestError::MethodNotAllowed { .. } => "method",
+            RequestError::BadQuery(_) => "bad_query",
+            RequestError::BadStationId(_) => "bad_station_id",
+            RequestError::Forbidden(_) => "forbidden",
+            RequestError::Busy(why) if *why == DISK_LOW => "disk_full",
+            RequestError::Busy(why) if *why == MEMORY_FULL => "memory_full",
+            RequestError::Busy(_) => "busy",
+            RequestError::UnknownAction(_) => "unknown_action",
+            RequestError::EmptyBody => "empty_body",
+            RequestError::UnsupportedEncoding(_) => "unsupported_encoding",
+            RequestError::BadEncoding(_) => "bad_encoding",
+            RequestError::Malformed(_) => "malformed",
+            RequestError::BodyTooLarge { .. } => "too_large",
+            RequestError::BodyTimeout { .. } => "body_timeout",
+            RequestError::UploadDeadline { .. } => "upload_deadline",
+            RequestError::BodyRead(_) => "body_read",
+            RequestError::Store(_) => "store_failed",
         }
     }
 

@@ -43,6 +43,33 @@ struct StationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StationInfoLabels {
+    station: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    status: u16,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirLabels {
+    dir: &'static str,
+}
+
+/// Room on one of the file systems, for a scrape.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RoomSeen {
+    /// `data_dir` or `state_dir`.
+    pub(crate) dir: &'static str,
+    pub(crate) free_bytes: u64,
+    /// None where the file system has no inode limit.
+    pub(crate) free_inodes: Option<u64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FeedLabels {
     name: String,
 }
@@ -129,6 +156,14 @@ pub(crate) struct Metrics {
     station_late: Family<StationLabels, Gauge>,
     export_lag: Family<FeedLabels, Gauge<f64, AtomicU64>>,
     stations_late: Gauge,
+    station_info: Family<StationInfoLabels, Gauge>,
+    station_alarms: Family<StationLabels, Counter>,
+    /// The catalog's alarm count per station last seen: the counter grows by the difference.
+    alarms_seen: Mutex<std::collections::HashMap<String, u64>>,
+    refused: Family<RefusedLabels, Counter>,
+    free_bytes: Family<DirLabels, Gauge>,
+    free_inodes: Family<DirLabels, Gauge>,
+    min_free: (Gauge, Gauge),
     max_stations: usize,
     replica: Option<ReplicaFamilies>,
     verify: VerifyFamilies,
@@ -192,6 +227,13 @@ impl Metrics {
             station_late: Family::default(),
             export_lag: Family::default(),
             stations_late: Gauge::default(),
+            station_info: Family::default(),
+            station_alarms: Family::default(),
+            alarms_seen: Mutex::default(),
+            refused: Family::default(),
+            free_bytes: Family::default(),
+            free_inodes: Family::default(),
+            min_free: Default::default(),
             max_stations,
             registry,
             replica: replica.then(ReplicaFamilies::default),
@@ -314,6 +356,41 @@ impl Metrics {
             "dlsrv_stations_late",
             "Stations late now, of all the catalog knows",
             m.stations_late.clone(),
+        );
+        registry.register(
+            "dlsrv_station_info",
+            "1 per station with the name its newest data message gave (join on station for alert texts)",
+            m.station_info.clone(),
+        );
+        registry.register(
+            "dlsrv_station_alarms",
+            "Alarm messages each station sent (catalog; grows when one arrives at any host)",
+            m.station_alarms.clone(),
+        );
+        registry.register(
+            "dlsrv_refused",
+            "Requests refused, by status and reason (4xx: the client's mistake; 503: retry later)",
+            m.refused.clone(),
+        );
+        registry.register(
+            "dlsrv_free_bytes",
+            "Bytes free for dlsrv on the file system of data_dir or state_dir",
+            m.free_bytes.clone(),
+        );
+        registry.register(
+            "dlsrv_free_inodes",
+            "Inodes free on the file system of data_dir or state_dir (absent where there is no limit)",
+            m.free_inodes.clone(),
+        );
+        registry.register(
+            "dlsrv_min_free_bytes",
+            "min_free_bytes: below it on either file system every store answers 503",
+            m.min_free.0.clone(),
+        );
+        registry.register(
+            "dlsrv_min_free_inodes",
+            "min_free_inodes: below it on either file system every store answers 503",
+            m.min_free.1.clone(),
         );
         registry.register(
             "dlsrv_export_lag_seconds",
@@ -494,6 +571,67 @@ impl Metrics {
         }
     }
 
+    /// A refused request: its status and the reason's short name.
+    pub(crate) fn refused(&self, status: u16, reason: &'static str) {
+        self.refused
+            .get_or_create(&RefusedLabels { status, reason })
+            .inc();
+    }
+
+    /// Each station's name and its count of alarms in the catalog.
+    pub(crate) fn station_details_seen(
+        &self,
+        names: &[(String, String)],
+        alarms: &[(String, u64)],
+    ) {
+        self.station_info.clear();
+        for (station, name) in names.iter().take(self.max_stations) {
+            self.station_info
+                .get_or_create(&StationInfoLabels {
+                    station: station.clone(),
+                    name: name.clone(),
+                })
+                .set(1);
+        }
+        let mut seen = self.alarms_seen.lock().unwrap_or_else(|e| e.into_inner());
+        for (station, n) in alarms {
+            let labels = StationLabels {
+                station: station.clone(),
+            };
+            let before = seen.get(station).copied();
+            if before.is_none()
+                && self.station_alarms.get(&labels).is_none()
+                && seen.len() >= self.max_stations
+            {
+                continue;
+            }
+            // Fewer than before (a catalog rebuilt): count anew from there.
+            let grew = match before {
+                Some(b) if *n >= b => n - b,
+                Some(_) => 0,
+                None => *n,
+            };
+            self.station_alarms.get_or_create(&labels).inc_by(grew);
+            seen.insert(station.clone(), *n);
+        }
+    }
+
+    /// Room on the file systems, for the scrape.
+    pub(crate) fn room_seen(&self, room: &[RoomSeen], min_bytes: u64, min_inodes: u64) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.min_free.0.set(gauge(min_bytes));
+        self.min_free.1.set(gauge(min_inodes));
+        for r in room {
+            let labels = DirLabels { dir: r.dir };
+            self.free_bytes
+                .get_or_create(&labels)
+                .set(gauge(r.free_bytes));
+            if let Some(inodes) = r.free_inodes {
+                self.free_inodes.get_or_create(&labels).set(gauge(inodes));
+            }
+        }
+    }
+
     /// The export feeds' lag, for the scrape.
     pub(crate) fn feeds_seen(&self, lags: &[(String, f64)]) {
         self.export_lag.clear();
@@ -633,5 +771,65 @@ mod tests {
                 .render(0, 0)
                 .contains("group_commit")
         );
+    }
+
+    #[test]
+    fn alert_inputs_refusals_alarms_names_and_room() {
+        let m = Metrics::new(2, false, false, false);
+        m.refused(503, "disk_full");
+        m.refused(400, "malformed");
+        m.refused(400, "malformed");
+        let names = [
+            ("0001".to_owned(), "Pegel Nord".to_owned()),
+            ("0002".to_owned(), String::new()),
+            ("0003".to_owned(), "beyond the cap".to_owned()),
+        ];
+        m.station_details_seen(&names, &[("0001".to_owned(), 3)]);
+        // Two more alarms; a third station beyond metrics_max_stations
+        // gets no series of its own.
+        m.station_details_seen(
+            &names,
+            &[
+                ("0001".to_owned(), 5),
+                ("0002".to_owned(), 1),
+                ("0003".to_owned(), 9),
+            ],
+        );
+        // A catalog rebuilt with fewer: the counter never goes back.
+        m.station_details_seen(&names, &[("0001".to_owned(), 4)]);
+        m.room_seen(
+            &[
+                RoomSeen {
+                    dir: "data_dir",
+                    free_bytes: 5_000,
+                    free_inodes: Some(70),
+                },
+                RoomSeen {
+                    dir: "state_dir",
+                    free_bytes: 6_000,
+                    free_inodes: None,
+                },
+            ],
+            1_000,
+            10,
+        );
+        let text = m.render(0, 0);
+        for line in [
+            "dlsrv_refused_total{status=\"503\",reason=\"disk_full\"} 1",
+            "dlsrv_refused_total{status=\"400\",reason=\"malformed\"} 2",
+            "dlsrv_station_info{station=\"0001\",name=\"Pegel Nord\"} 1",
+            "dlsrv_station_info{station=\"0002\",name=\"\"} 1",
+            "dlsrv_station_alarms_total{station=\"0001\"} 5",
+            "dlsrv_station_alarms_total{station=\"0002\"} 1",
+            "dlsrv_free_bytes{dir=\"data_dir\"} 5000",
+            "dlsrv_free_bytes{dir=\"state_dir\"} 6000",
+            "dlsrv_free_inodes{dir=\"data_dir\"} 70",
+            "dlsrv_min_free_bytes 1000",
+            "dlsrv_min_free_inodes 10",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(!text.contains("0003"), "beyond the cap: {text}");
+        assert!(!text.contains("dlsrv_free_inodes{dir=\"state_dir\"}"));
     }
 }

@@ -45,6 +45,7 @@ pub(crate) async fn handle(
             let Refusal { error, kept } = refusal;
             // A reason may quote what the client sent: escaped for the log.
             let reason = crate::logging::printable(&error.reason(), 1024);
+            state.metrics.refused(error.status().as_u16(), error.kind());
             let outcome = if error.status().is_server_error() {
                 Outcome::Failed { reason }
             } else {

@@ -65,6 +65,23 @@ impl FreeSpace {
         result.map_err(low)
     }
 
+    /// Room on each file system now, for `/metrics` (blocks), and the limits.
+    pub(crate) fn room(&self) -> (Vec<crate::metrics::RoomSeen>, u64, u64) {
+        let room = self
+            .dirs
+            .iter()
+            .filter_map(|(what, dir)| {
+                let stat = nix::sys::statvfs::statvfs(dir.as_path()).ok()?;
+                Some(crate::metrics::RoomSeen {
+                    dir: what,
+                    free_bytes: stat.blocks_available().saturating_mul(stat.fragment_size()),
+                    free_inodes: (stat.files() > 0).then(|| stat.files_available()),
+                })
+            })
+            .collect();
+        (room, self.min_bytes, self.min_inodes)
+    }
+
     fn measure(&self) -> Result<(), String> {
         for (what, dir) in &self.dirs {
             let stat = match nix::sys::statvfs::statvfs(dir.as_path()) {
@@ -98,7 +115,7 @@ impl FreeSpace {
 }
 
 fn low(_why: String) -> RequestError {
-    RequestError::Busy("the file system is nearly full (min_free_bytes, min_free_inodes)")
+    RequestError::Busy(crate::error::DISK_LOW)
 }
 
 #[cfg(test)]

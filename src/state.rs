@@ -268,9 +268,25 @@ impl AppState {
         match self.catalog.with_reader(|conn| {
             crate::status::stations(conn, &state_dir, lateness, Utc::now(), &[])
         }) {
-            Ok(stations) => self.metrics.stations_seen(&stations),
+            Ok(stations) => {
+                self.metrics.stations_seen(&stations);
+                let names: Vec<(String, String)> = stations
+                    .iter()
+                    .map(|s| (s.station_id.clone(), s.name.clone().unwrap_or_default()))
+                    .collect();
+                match self.catalog.with_reader(|conn| {
+                    conn.prepare_cached("SELECT station_id, count(*) FROM alarms GROUP BY 1")?
+                        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?
+                        .collect::<rusqlite::Result<Vec<(String, u64)>>>()
+                }) {
+                    Ok(alarms) => self.metrics.station_details_seen(&names, &alarms),
+                    Err(e) => tracing::warn!(error = %e, "cannot count the alarms for /metrics"),
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "cannot read the stations for /metrics"),
         }
+        let (room, min_bytes, min_inodes) = self.space.room();
+        self.metrics.room_seen(&room, min_bytes, min_inodes);
         match self
             .catalog
             .with_reader(|conn| crate::feeds::lags(conn, &state_dir, Utc::now()))

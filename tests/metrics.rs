@@ -75,3 +75,76 @@ async fn metrics_count_requests_stores_duplicates_rejections_and_stations() {
     assert_eq!(server.post("/metrics", b"x").await.status, 405);
     server.stop().await;
 }
+
+/// What the alert rules (deploy/prometheus/dlsrv-rules.yml) read: refusals
+/// by status and reason, each station's alarms and name, room on disk.
+#[tokio::test]
+async fn metrics_give_the_alert_rules_refusals_by_reason_alarms_names_and_room() {
+    let server = TestServer::start().await;
+    let target = |station: &str, action: &str| format!("/ott/?stationid={station}&action={action}");
+    assert_eq!(
+        server
+            .post(&target("s1", "senddata"), b"<broken")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        server
+            .post(&target("..", "senddata"), &doc("d"))
+            .await
+            .status,
+        400
+    );
+    let data = b"<StationDataList><StationData stationId=\"s1\" name=\"Pegel Nord\" timezone=\"+01:00\"><ChannelData channelId=\"0010\"><Values><VT t=\"2026-01-01T00:00:00\">1</VT></Values></ChannelData></StationData></StationDataList>";
+    assert_eq!(
+        server.post(&target("s1", "senddata"), data).await.status,
+        200
+    );
+    let alarm = b"<AlarmMessage stationId=\"s1\" t=\"2026-01-01T00:00:00\" type=\"limit\">level above limit</AlarmMessage>";
+    for n in 0..2 {
+        let mut body = alarm.to_vec();
+        body.extend_from_slice(format!("<!-- {n} -->").as_bytes());
+        assert_eq!(
+            server.post(&target("s1", "sendalarm"), &body).await.status,
+            200
+        );
+    }
+    // The catalog writes its rows in batches: the scrape sees them shortly.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = server.get("/metrics").await.text();
+        if value(&text, "dlsrv_station_alarms_total{station=\"s1\"}") == Some(2.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for (series, expected) in [
+        ("dlsrv_station_alarms_total{station=\"s1\"}", 2.0),
+        (
+            "dlsrv_station_info{station=\"s1\",name=\"Pegel Nord\"}",
+            1.0,
+        ),
+        (
+            "dlsrv_refused_total{status=\"400\",reason=\"malformed\"}",
+            1.0,
+        ),
+        (
+            "dlsrv_refused_total{status=\"400\",reason=\"bad_station_id\"}",
+            1.0,
+        ),
+        ("dlsrv_min_free_bytes", (64 * 1024 * 1024) as f64),
+        ("dlsrv_min_free_inodes", 1000.0),
+    ] {
+        assert_eq!(value(&text, series), Some(expected), "{series} in\n{text}");
+    }
+    let free = value(&text, "dlsrv_free_bytes{dir=\"data_dir\"}").expect("free bytes");
+    let statvfs = nix::sys::statvfs::statvfs(&server.data).expect("statvfs");
+    let actual = (statvfs.blocks_available() * statvfs.fragment_size()) as f64;
+    assert!(
+        (free - actual).abs() < 1e9,
+        "free bytes {free} against statvfs {actual}"
+    );
+    assert!(value(&text, "dlsrv_free_bytes{dir=\"state_dir\"}").is_some());
+    server.stop().await;
+}
