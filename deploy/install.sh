@@ -339,6 +339,10 @@ uninstall() {
     remove_path "$(d "$UNIT_DIR/dlsrv-replica.service")"
     remove_path "$(d "$UNIT_DIR/dlsrv-verify.service")"
     remove_path "$(d "$UNIT_DIR/dlsrv-verify.timer")"
+    for f in dlsrv-rules.yml dlsrv-rules.test.yml alertmanager.yml; do
+        remove_path "$(d "/usr/share/dlsrv/prometheus/$f")"
+    done
+    rmdir "$(d /usr/share/dlsrv/prometheus)" "$(d /usr/share/dlsrv)" 2>/dev/null || true
     remove_path "$(d "$REPLICA_DROPIN")"
     rmdir "$(d "$REPLICA_DROPIN_DIR")" 2>/dev/null || true
     remove_path "$(d "$DROPIN")"
@@ -709,6 +713,12 @@ put_file "$SCRIPT_DIR/systemd/dlsrv-export@.service" "$(d "$UNIT_DIR/dlsrv-expor
 put_file "$SCRIPT_DIR/systemd/dlsrv-replica.service" "$(d "$UNIT_DIR/dlsrv-replica.service")" 0644
 put_file "$SCRIPT_DIR/systemd/dlsrv-verify.service" "$(d "$UNIT_DIR/dlsrv-verify.service")" 0644
 put_file "$SCRIPT_DIR/systemd/dlsrv-verify.timer" "$(d "$UNIT_DIR/dlsrv-verify.timer")" 0644
+# The alert rules and an Alertmanager example, for the site's Prometheus
+# (docs/operations.md, "Alerts"): copied beside the kit, wired in by hand.
+ensure_dir 0755 "$(d /usr/share/dlsrv)" "$(d /usr/share/dlsrv/prometheus)"
+for f in dlsrv-rules.yml dlsrv-rules.test.yml alertmanager.yml; do
+    put_file "$SCRIPT_DIR/prometheus/$f" "$(d "/usr/share/dlsrv/prometheus/$f")" 0644
+done
 EXPORT_NAMES=
 if [ -n "$EXPORTS" ]; then
     ensure_dir 0750 "$(d "$EXPORT_DIR")"

@@ -807,6 +807,8 @@ fn destdir_install_lays_out_the_whole_kit_and_is_idempotent() {
     let d = dest.path();
     for file in [
         "usr/local/bin/dlsrv",
+        "usr/share/dlsrv/prometheus/dlsrv-rules.yml",
+        "usr/share/dlsrv/prometheus/alertmanager.yml",
         "etc/dlsrv/dlsrv.toml",
         "etc/systemd/system/dlsrv.service",
         "etc/systemd/system/dlsrv.socket",
