@@ -34,6 +34,7 @@
 //! - `metrics`: `GET /metrics` (prometheus-client).
 //! - `status`: where each station stands, from the catalog (`dlsrv status`, the pages, `/metrics`).
 //! - `page`: the operators' status pages (`/status`), server-rendered with maud.
+//! - `chart`: the station page's chart of every channel (inline SVG), read from the archive.
 //! - `report`: `dlsrv report`, the report of a period.
 //! - `export`: `dlsrv export`, the archive's values and events as rows (CSV, JSON Lines, …).
 //! - `replica`: the copy of the archive in S3-compatible storage (`dlsrv replicate`), retention.
@@ -53,6 +54,7 @@ pub(crate) mod archive;
 pub(crate) mod body;
 pub(crate) mod budget;
 pub(crate) mod catalog;
+pub(crate) mod chart;
 pub(crate) mod cleanup;
 pub mod cli;
 pub mod config;

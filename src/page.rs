@@ -6,9 +6,10 @@
 //!   status`, late ones first and highlighted, 50 per page; per station a
 //!   sparkline (inline SVG, one point per day with data) of battery voltage
 //!   and of GSM signal over the last 30 days; the latest alarms.
-//! - `GET /status/<station_id>`: one station — its channels (last value,
-//!   unit, time), its last transmissions with sizes, its alarms, its
-//!   command queue.
+//! - `GET /status/<station_id>[?days=N]`: one station — a chart of every
+//!   channel over the last N days (7; at most 90; [`crate::chart`]), its
+//!   channels (last value, unit, time), its last transmissions with sizes,
+//!   its alarms, its command queue.
 //! - `GET /status.json`: what `dlsrv status --format json` prints.
 
 use std::path::Path;
@@ -35,6 +36,12 @@ th{background:#f4f4f4;position:sticky;top:0}td.num{text-align:right}
 tr.late td{background:#fde2e2}tr.late td.flag{color:#a00;font-weight:bold}
 svg.spark{vertical-align:middle}svg.spark polyline{fill:none;stroke:#36c;stroke-width:1.5}
 .small{color:#666;font-size:.85em}nav a{margin-right:1em}a{color:#036}
+figure.chart{margin:.6em 0}figure.chart svg{max-width:100%;height:auto}
+figcaption{font-size:.95em}.failed{color:#c00}
+svg rect.plot{fill:#fafafa;stroke:#ccc}svg rect.silent{fill:#eee}
+svg line.day{stroke:#ddd}svg .lab{font-size:10px;fill:#555}
+svg polyline.line{fill:none;stroke:#36c;stroke-width:1.3}svg circle.pt{fill:#36c}
+svg line.failed{stroke:#c00;stroke-width:1.5}
 ";
 
 fn page(title: &str, body: Markup) -> String {
@@ -248,6 +255,7 @@ pub(crate) fn station(
     lateness: Lateness,
     now: DateTime<Utc>,
     station_id: &str,
+    (days, charts): (u32, &str),
 ) -> rusqlite::Result<Option<String>> {
     let found = status::stations(conn, state_dir, lateness, now, &[station_id.to_owned()])?;
     let Some(s) = found.into_iter().next() else {
@@ -291,6 +299,11 @@ pub(crate) fn station(
             tr { th { "Data messages, 24 h" } td { (s.transmissions_24h) } td {} }
             tr { th { "Time zone" } td { (s.timezone.as_deref().unwrap_or("-")) } td {} }
         } }
+        h2 #charts { "Every channel, last " (days) " days (UTC)" }
+        nav.small { "window: " @for d in [1, 7, 30, 90] {
+            @if d == days { strong { (d) " d" } " " } @else { a href={ "?days=" (d) } { (d) " d" } " " }
+        } }
+        (PreEscaped(charts))
         h2 { "Channels (latest data message)" }
         div.wrap { table #channels {
             tr { th { "Channel" } th { "Name" } th { "Last value" } th { "Unit" } th { "Time (UTC)" } th { "Values" } th { "Failed" } }

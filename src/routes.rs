@@ -167,6 +167,7 @@ async fn status_page(
                 .and_then(|(_, v)| v.parse::<usize>().ok())
         })
         .unwrap_or(1);
+    let days = chart_days(req.uri().query())?;
     let json = path == "/status.json";
     let rendered = blocking(state, move |s| {
         if let Some(login) = login.as_deref().filter(|l| !l.is_empty())
@@ -190,7 +191,29 @@ async fn status_page(
                 &[],
             )?))),
             (Some(id), _) => {
-                Ok(crate::page::station(conn, &state_dir, lateness, now, id)?.map(Rendered::Html))
+                // Charts only for a station the catalog knows (read apart
+                // from this reader: they may take a while to gather).
+                let Some(known) = crate::status::stations(
+                    conn,
+                    &state_dir,
+                    lateness,
+                    now,
+                    std::slice::from_ref(id),
+                )?
+                .into_iter()
+                .next() else {
+                    return Ok(None);
+                };
+                let quiet = lateness.limit(known.expected_cycle_secs);
+                let charts = s.charts.get_or_render((id.clone(), days), || {
+                    let from = now - chrono::Duration::days(i64::from(days));
+                    crate::chart::gather(&s.config, &s.catalog, id, from, now)
+                        .map(|c| c.render(quiet).into_string())
+                })?;
+                Ok(
+                    crate::page::station(conn, &state_dir, lateness, now, id, (days, &charts))?
+                        .map(Rendered::Html),
+                )
             }
             (None, _) => Ok(Some(Rendered::Html(crate::page::overview(
                 conn,
@@ -218,6 +241,27 @@ async fn status_page(
     .await??;
     let (body, is_json) = rendered;
     Ok((response::page(body, is_json), Outcome::Other))
+}
+
+/// `?days=N` of a station page: the charts' window (1 to 90 days, 7 when not asked).
+fn chart_days(query: Option<&str>) -> Result<u32, RequestError> {
+    let Some(days) = query.and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "days")
+            .map(|(_, v)| v.into_owned())
+    }) else {
+        return Ok(crate::chart::DEFAULT_DAYS);
+    };
+    days.parse::<u32>()
+        .ok()
+        .filter(|d| (1..=crate::chart::MAX_DAYS).contains(d))
+        .ok_or_else(|| {
+            RequestError::BadQuery(format!(
+                "days={}: a whole number of days from 1 to {}",
+                crate::logging::printable(&days, 32),
+                crate::chart::MAX_DAYS
+            ))
+        })
 }
 
 /// What a status page was rendered into, still inside the catalog's reader.

@@ -36,6 +36,8 @@ pub struct AppState {
     pub(crate) budget: Budget,
     /// Room left on the file systems (`min_free_bytes`, `min_free_inodes`).
     pub(crate) space: FreeSpace,
+    /// The station page's charts, kept a minute (`crate::chart`).
+    pub(crate) charts: crate::chart::cache::Cache,
     /// What `rejected/` may hold (`rejected_max_bytes`).
     pub(crate) rejected_quota: Quota,
     /// Who may speak for which station; replaced on SIGHUP.
@@ -120,6 +122,7 @@ impl AppState {
             ),
             rejected_quota: Quota::new(config.rejected_max_bytes),
             space,
+            charts: crate::chart::cache::Cache::default(),
             config,
             archive,
             store,

@@ -36,6 +36,8 @@ async fn relay(socket: PathBuf) -> u16 {
 struct Loaded {
     dom: String,
     console: Vec<String>,
+    /// Every URL the page asked for, itself first.
+    requests: Vec<String>,
 }
 
 /// Chromium driven over the DevTools protocol on a pipe
@@ -51,7 +53,11 @@ struct Browser {
     session: Option<String>,
     /// Console messages, exceptions and log entries seen so far.
     console: Vec<String>,
+    /// URLs requested (Network.requestWillBeSent).
+    requests: Vec<String>,
     loaded: bool,
+    /// Chromium's standard error, shown when it dies.
+    log: PathBuf,
 }
 
 impl Browser {
@@ -76,13 +82,21 @@ impl Browser {
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("about:blank")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-        // SAFETY: only dup2 (async-signal-safe) between fork and exec.
+        .stderr(std::fs::File::create(profile.join("stderr.log")).expect("log"));
+        // SAFETY: only fcntl, dup2 and close (async-signal-safe) between
+        // fork and exec. The pipe ends are first copied above fd 9: one
+        // that is already 3 or 4 would otherwise be overwritten by the
+        // other's dup2, or keep its close-on-exec (dup2 onto itself does
+        // not clear it) — chromium then finds no pipe and exits.
         unsafe {
             cmd.pre_exec(move || {
-                if nix::libc::dup2(cmd_r_fd, 3) < 0 || nix::libc::dup2(out_w_fd, 4) < 0 {
+                use nix::libc::{F_DUPFD, close, dup2, fcntl};
+                let (r, w) = (fcntl(cmd_r_fd, F_DUPFD, 10), fcntl(out_w_fd, F_DUPFD, 10));
+                if r < 0 || w < 0 || dup2(r, 3) < 0 || dup2(w, 4) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                close(r);
+                close(w);
                 Ok(())
             });
         }
@@ -121,7 +135,9 @@ impl Browser {
             next_id: 0,
             session: None,
             console: Vec::new(),
+            requests: Vec::new(),
             loaded: false,
+            log: profile.join("stderr.log"),
         }
     }
 
@@ -144,6 +160,9 @@ impl Browser {
                 params["entry"]["text"]
             )),
             Some("Page.loadEventFired") => self.loaded = true,
+            Some("Network.requestWillBeSent") => self
+                .requests
+                .push(params["request"]["url"].as_str().unwrap_or("").to_owned()),
             _ => {}
         }
     }
@@ -159,7 +178,12 @@ impl Browser {
         }
         let mut bytes = serde_json::to_vec(&message).expect("json");
         bytes.push(0);
-        self.to.write_all(&bytes).expect("write to chromium");
+        if let Err(e) = self.to.write_all(&bytes) {
+            panic!(
+                "write to chromium ({method}): {e}; its standard error:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
         loop {
             let v = self
                 .from
@@ -235,7 +259,12 @@ async fn chromium(url: &str, screenshot: Option<(&Path, &str)>) -> Loaded {
             serde_json::json!({ "targetId": target["targetId"], "flatten": true }),
         );
         b.session = session["sessionId"].as_str().map(str::to_owned);
-        for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
+        for domain in [
+            "Runtime.enable",
+            "Log.enable",
+            "Page.enable",
+            "Network.enable",
+        ] {
             b.call(domain, serde_json::json!({}));
         }
         if let Some((_, size)) = &shot {
@@ -280,6 +309,7 @@ async fn chromium(url: &str, screenshot: Option<(&Path, &str)>) -> Loaded {
         Loaded {
             dom,
             console: std::mem::take(&mut b.console),
+            requests: std::mem::take(&mut b.requests),
         }
     })
     .await
@@ -312,6 +342,17 @@ async fn the_status_page_loads_clean_in_a_real_browser_with_late_stations_and_sp
     let dir = tempfile::tempdir().expect("tempdir");
     let now = Utc::now();
     synthetic_archive(&dir.path().join("data"), now);
+    // A station with three channels over a week, sending on time, for
+    // the station page in the pictures.
+    let recent =
+        now - chrono::Duration::seconds(now.timestamp() % 3600) - chrono::Duration::minutes(58);
+    station_bodies(
+        &dir.path().join("data"),
+        "0099000001",
+        recent,
+        7 * 24,
+        recent,
+    );
     let config = common::test_config(dir.path());
     let server = TestServer::start_in(dir, config).await;
     let work = server.state.start_up_work().expect("start-up work");
@@ -337,7 +378,7 @@ async fn the_status_page_loads_clean_in_a_real_browser_with_late_stations_and_sp
     assert!(page.console.is_empty(), "console: {:?}", page.console);
     let dom = &page.dom;
     assert!(
-        dom.contains("120 station(s), <strong>15 late</strong>"),
+        dom.contains("121 station(s), <strong>15 late</strong>"),
         "{dom}"
     );
     for late in ["S000", "S009", "S025"] {
@@ -386,5 +427,262 @@ async fn the_status_page_loads_clean_in_a_real_browser_with_late_stations_and_sp
         );
         println!("screenshot: {}", path.display());
     }
+    // The overview beside a station page (docs/status-page.png is one):
+    // the two screenshots side by side, put together by the browser (the
+    // pages themselves refuse to be framed).
+    let station_shot = target.join("status-page-station.png");
+    let shot = chromium(
+        &format!("{url}/0099000001"),
+        Some((&station_shot, "1000,1100")),
+    )
+    .await;
+    assert!(shot.console.is_empty(), "console: {:?}", shot.console);
+    let overview_shot = target.join("status-page-overview.png");
+    let shot = chromium(&url, Some((&overview_shot, "1000,1100"))).await;
+    assert!(shot.console.is_empty(), "console: {:?}", shot.console);
+    let path = target.join("status-pages.png");
+    let _ = std::fs::remove_file(&path);
+    let html = target.join("status-pages.html");
+    std::fs::write(
+        &html,
+        "<body style='margin:0;display:flex'><img src='status-page-overview.png' style='border-right:1px solid #888'><img src='status-page-station.png'></body>",
+    )
+    .expect("write");
+    let both = format!("file://{}", html.display());
+    let shot = chromium(&both, Some((&path, "2001,1100"))).await;
+    assert!(shot.console.is_empty(), "console: {:?}", shot.console);
+    let png = std::fs::read(&path).expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
+    println!("screenshot: {}", path.display());
+    server.stop().await;
+}
+
+/// One station's hourly data messages, each with the last hour of three
+/// channels at 15-minute steps (so each repeats one value of the one
+/// before, as loggers resend): for `hours` hours ending at `end`. Channel
+/// 0020's value at `failed` carries an error code.
+fn station_bodies(
+    data: &Path,
+    station: &str,
+    end: chrono::DateTime<Utc>,
+    hours: i64,
+    failed: chrono::DateTime<Utc>,
+) {
+    for h in 0..hours {
+        let sent = end - chrono::Duration::hours(h);
+        let local = |t: chrono::DateTime<Utc>| {
+            (t + chrono::Duration::hours(1))
+                .format("%Y-%m-%dT%H:%M:%S")
+                .to_string()
+        };
+        let mut channels = String::new();
+        for (id, name, unit, base) in [
+            ("0010", "Pegel", "cm", 100.0),
+            ("0020", "Wassertemperatur", "&#176;C", 10.0),
+            ("0050", "Batterie", "V", 12.0),
+        ] {
+            channels.push_str(&format!(
+                "<ChannelData channelId=\"{id}\" name=\"{name}\" unit=\"{unit}\"><Values>"
+            ));
+            for k in (0..5).rev() {
+                let t = sent - chrono::Duration::minutes(2 + 15 * k);
+                let step = (t.timestamp() / 900) % 96;
+                if id == "0020" && t == failed {
+                    channels.push_str(&format!(
+                        "<VT t=\"{}\" errorcode=\"05\" errortext=\"sensor\">0</VT>",
+                        local(t)
+                    ));
+                } else {
+                    let v = base + (step as f64 / 96.0 * std::f64::consts::TAU).sin() * base / 10.0;
+                    channels.push_str(&format!("<VT t=\"{}\">{v:.2}</VT>", local(t)));
+                }
+            }
+            channels.push_str("</Values></ChannelData>");
+        }
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?><StationDataList><StationData stationId=\"{station}\" name=\"Musterbach\" timezone=\"+01:00\"><StationInfo time=\"{}\" batteryVoltage=\"12.6\" gsmSignal=\"18\" transmissionCycle=\"3600\"/>{channels}</StationData></StationDataList>",
+            local(sent)
+        );
+        let path = data.join(dlsrv::layout::archive_path("senddata", station, sent));
+        std::fs::create_dir_all(path.parent().expect("day")).expect("mkdir");
+        std::fs::write(&path, body).expect("write");
+    }
+}
+
+/// The points drawn in the chart of `channel` (polyline vertices and
+/// single-point circles), the number of polylines, and the figure.
+fn chart_of<'a>(dom: &'a str, channel: &str) -> (usize, usize, &'a str) {
+    let start = dom
+        .find(&format!("data-channel=\"{channel}\""))
+        .unwrap_or_else(|| panic!("a chart of {channel}"));
+    let figure = &dom[start..start + dom[start..].find("</figure>").expect("figure end")];
+    let vertices: usize = figure
+        .split("<polyline")
+        .skip(1)
+        .map(|p| {
+            p.split_once("points=\"")
+                .and_then(|(_, rest)| rest.split('"').next())
+                .expect("a polyline's points")
+                .split_whitespace()
+                .count()
+        })
+        .sum();
+    let circles = figure.matches("<circle").count();
+    (
+        vertices + circles,
+        figure.matches("<polyline").count(),
+        figure,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_station_page_charts_every_channel_as_the_export_reads_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = Utc::now();
+    let station = "0099000001";
+    let data = dir.path().join("data");
+    let hour = |t: chrono::DateTime<Utc>| {
+        t - chrono::Duration::seconds(t.timestamp() % 3600) + chrono::Duration::minutes(2)
+    };
+    // The last 5 hours silent; 12 silent hours 3 days ago; before the
+    // window, a day 8 to 9 days ago that the charts leave out.
+    let end = hour(now - chrono::Duration::hours(5));
+    let gap_end = hour(now - chrono::Duration::days(3));
+    let failed = gap_end - chrono::Duration::hours(30) - chrono::Duration::minutes(2);
+    station_bodies(&data, station, end, (end - gap_end).num_hours(), failed);
+    let before_gap = gap_end - chrono::Duration::hours(13);
+    let start = hour(now - chrono::Duration::days(7)) + chrono::Duration::hours(3);
+    station_bodies(
+        &data,
+        station,
+        before_gap,
+        (before_gap - start).num_hours(),
+        failed,
+    );
+    station_bodies(
+        &data,
+        station,
+        hour(now - chrono::Duration::days(8)),
+        24,
+        failed,
+    );
+
+    let config = common::test_config(dir.path());
+    let server = TestServer::start_in(dir, config).await;
+    let work = server.state.start_up_work().expect("start-up work");
+    tokio::task::spawn_blocking(move || work.join().expect("join"))
+        .await
+        .expect("join");
+    let port = relay(server.socket.clone()).await;
+    let url = format!("http://127.0.0.1:{port}/status/{station}");
+
+    let asked = Utc::now();
+    let page = chromium(&url, None).await;
+    assert!(page.console.is_empty(), "console: {:?}", page.console);
+    assert_eq!(
+        page.requests,
+        vec![url.clone()],
+        "no request beyond the page"
+    );
+    let dom = &page.dom;
+
+    // The export's rows of the same station and window.
+    let from = (asked - chrono::Duration::days(7)).to_rfc3339();
+    let out = common::dlsrv_command()
+        .args([
+            "export",
+            "--station",
+            station,
+            "--from",
+            &from,
+            "--format",
+            "csv",
+        ])
+        .env("DLSRV_DATA_DIR", &server.data)
+        .env("DLSRV_STATE_DIR", &server.state_dir)
+        .output()
+        .expect("dlsrv export");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).expect("UTF-8");
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let header = rows.headers().expect("header").clone();
+    let col = |name: &str| header.iter().position(|h| h == name).expect(name);
+    let (channel_col, value_col) = (col("channel_id"), col("value"));
+    let mut exported = std::collections::BTreeMap::<String, (usize, usize)>::new();
+    for row in rows.records() {
+        let row = row.expect("row");
+        let counts = exported.entry(row[channel_col].to_owned()).or_default();
+        if row[value_col].is_empty() {
+            counts.1 += 1;
+        } else {
+            counts.0 += 1;
+        }
+    }
+    assert_eq!(exported.len(), 3, "{exported:?}");
+    for (channel, (values, failures)) in &exported {
+        let (points, lines, figure) = chart_of(dom, channel);
+        assert_eq!(
+            points, *values,
+            "{channel}: points drawn against the export's rows"
+        );
+        assert!(
+            figure.contains(&format!("data-values=\"{values}\"")),
+            "{figure}"
+        );
+        assert_eq!(
+            figure.matches("<line class=\"failed\"").count(),
+            *failures,
+            "{channel}: failed values marked"
+        );
+        // The 12 silent hours break the line (and the failed value too).
+        assert_eq!(lines, 2 + failures, "{channel}: runs of the line");
+        assert!(
+            figure.contains("class=\"silent\""),
+            "{channel}: the silent end is shaded"
+        );
+        assert!(figure.contains("<svg") && figure.contains("class=\"day\""));
+    }
+    assert_eq!(exported["0020"].1, 1, "the failed value is in the window");
+    assert!(dom.contains("°C"), "units as sent (ISO-8859-1 entity)");
+
+    // A window of 1 day: fewer points; a window beyond 90 days: 400.
+    let day = chromium(&format!("{url}?days=1"), None).await;
+    assert!(day.console.is_empty(), "console: {:?}", day.console);
+    let (points_1d, _, _) = chart_of(&day.dom, "0010");
+    assert!(
+        points_1d > 0 && points_1d < exported["0010"].0,
+        "{points_1d}"
+    );
+    assert_eq!(
+        server
+            .get(&format!("/status/{station}?days=91"))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        server
+            .get(&format!("/status/{station}?days=x"))
+            .await
+            .status,
+        400
+    );
+
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let path = target.join("status-station.png");
+    let _ = std::fs::remove_file(&path);
+    let shot = chromium(&url, Some((&path, "1400,1000"))).await;
+    assert!(shot.console.is_empty(), "console: {:?}", shot.console);
+    let png = std::fs::read(&path).expect("screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    println!("screenshot: {}", path.display());
     server.stop().await;
 }

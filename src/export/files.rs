@@ -271,7 +271,7 @@ pub(super) fn file_of(row: DataRow, wanted: &Wanted) -> Option<File> {
 
 /// Reads a body: from the archive (see [`layout::read_body`]), or, where
 /// retention took it off the local disk, from the replica.
-pub(super) fn read_body(config: &crate::config::Config, rel: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn read_body(config: &crate::config::Config, rel: &str) -> Result<Vec<u8>, String> {
     match layout::read_body(&config.data_dir, rel) {
         Ok(body) => Ok(body),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && config.replica.is_some() => {

@@ -46,6 +46,7 @@ use files::File;
 use record::{LEFT_OUT, Rec};
 use sorter::Sorter;
 
+pub(crate) use files::read_body;
 pub(crate) use parquet::Partition;
 
 /// Output formats.
