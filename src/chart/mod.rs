@@ -514,6 +514,8 @@ pub(crate) fn gather(
 ) -> rusqlite::Result<Charts> {
     let mut charts = Charts::new(from, to);
     let mut after = (crate::layout::rfc3339(from), String::new());
+    // Said once per gathering, not once per body.
+    let mut first_error = None;
     loop {
         let page: Vec<(String, String)> = catalog.with_reader(|conn| {
             conn.prepare_cached(
@@ -539,13 +541,22 @@ pub(crate) fn gather(
                 Ok(parsed) => charts.add(station, &parsed.values),
                 Err(e) => {
                     charts.unreadable += 1;
-                    tracing::warn!(path = %path, error = %e, "a body could not be read for the station page's charts");
+                    first_error.get_or_insert_with(|| format!("{path}: {e}"));
                 }
             }
         }
         if (page.len() as i64) < PAGE {
             break;
         }
+    }
+    if let Some(first) = first_error {
+        tracing::warn!(
+            station,
+            unreadable = charts.unreadable,
+            bodies = charts.bodies,
+            first = %first,
+            "bodies could not be read for the station page's charts"
+        );
     }
     Ok(charts)
 }
