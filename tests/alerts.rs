@@ -239,12 +239,27 @@ async fn a_real_prometheus_fires_logger_late_for_a_silent_station_and_resolves_i
     };
     // Late after 1 x the cycle the logger sends, no grace: a logger on a
     // 4-second cycle is late 4 s after its last message; one on an hourly
-    // cycle is not.
-    let server = TestServer::start_with(|c| {
-        c.late_factor = 1.0;
-        c.late_grace_secs = 0;
-    })
-    .await;
+    // cycle is not. Two loggers last heard 20 minutes ago (their bodies
+    // already in the archive when dlsrv starts): the one on a 5-minute
+    // cycle is late, the hourly one is not.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let heard = chrono::Utc::now() - chrono::Duration::minutes(20);
+    for (station, cycle) in [("0044", 3600), ("0045", 300)] {
+        let path = dir
+            .path()
+            .join("data")
+            .join(dlsrv::layout::archive_path("senddata", station, heard));
+        std::fs::create_dir_all(path.parent().expect("day")).expect("mkdir");
+        std::fs::write(&path, data_message(station, cycle, heard)).expect("write");
+    }
+    let mut config = common::test_config(dir.path());
+    config.late_factor = 1.0;
+    config.late_grace_secs = 0;
+    let server = TestServer::start_in(dir, config).await;
+    let work = server.state.start_up_work().expect("start-up work");
+    tokio::task::spawn_blocking(move || work.join().expect("join"))
+        .await
+        .expect("join");
     let send = |station: &'static str, cycle: u32| {
         let body = data_message(station, cycle, chrono::Utc::now());
         let server = &server;
@@ -321,16 +336,27 @@ async fn a_real_prometheus_fires_logger_late_for_a_silent_station_and_resolves_i
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // 0042 has stopped sending: DlsrvLoggerLate fires for it, named, and
-    // only for it.
+    // 0042 has stopped sending: DlsrvLoggerLate fires for it, named; and
+    // for 0045 (20 minutes on a 5-minute cycle); never for the hourly
+    // loggers 0043 (just heard) and 0044 (20 minutes ago).
     let until = Instant::now() + Duration::from_secs(60);
     let fired = loop {
         let found = alerts(prom.port, "DlsrvLoggerLate").await;
         assert!(
-            found.iter().all(|(_, l)| l["station"] == "0042"),
-            "only the silent station: {found:?}"
+            found
+                .iter()
+                .all(|(_, l)| l["station"] == "0042" || l["station"] == "0045"),
+            "only the late stations: {found:?}"
         );
-        if let Some((_, labels)) = found.iter().find(|(state, _)| state == "firing") {
+        let firing: Vec<_> = found
+            .iter()
+            .filter(|(state, _)| state == "firing")
+            .collect();
+        if let Some((_, labels)) = firing.iter().find(|(_, l)| l["station"] == "0042") {
+            assert!(
+                firing.iter().any(|(_, l)| l["station"] == "0045"),
+                "0045 is late too: {found:?}"
+            );
             break labels.clone();
         }
         assert!(
@@ -349,11 +375,22 @@ async fn a_real_prometheus_fires_logger_late_for_a_silent_station_and_resolves_i
         took.as_secs_f64()
     ));
 
-    // It sends again: the alert resolves.
+    // It sends again: its alert resolves (0045's stays).
     let until = Instant::now() + Duration::from_secs(60);
     loop {
         send("0042", 4).await;
-        if alerts(prom.port, "DlsrvLoggerLate").await.is_empty() {
+        let found = alerts(prom.port, "DlsrvLoggerLate").await;
+        assert!(
+            found
+                .iter()
+                .all(|(_, l)| l["station"] != "0043" && l["station"] != "0044"),
+            "{found:?}"
+        );
+        if found.iter().all(|(_, l)| l["station"] != "0042") {
+            assert!(
+                found.iter().any(|(_, l)| l["station"] == "0045"),
+                "{found:?}"
+            );
             break;
         }
         assert!(Instant::now() < until, "DlsrvLoggerLate never resolved");
@@ -370,9 +407,27 @@ async fn a_real_prometheus_fires_logger_late_for_a_silent_station_and_resolves_i
         }
     }
     assert!(evaluated >= 27, "{evaluated} rules");
-    // And no alert but the one this test provoked.
+    // And no alert but the late one this test left.
     let all = api(prom.port, "/api/v1/alerts").await.expect("alerts");
-    assert_eq!(all["data"]["alerts"], serde_json::json!([]), "{all}");
+    let names: Vec<_> = all["data"]["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .map(|a| {
+            (
+                a["labels"]["alertname"].clone(),
+                a["labels"]["station"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![(
+            serde_json::json!("DlsrvLoggerLate"),
+            serde_json::json!("0045")
+        )],
+        "{all}"
+    );
     drop(prom);
     server.stop().await;
 }
