@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::net::TcpStream;
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus")
@@ -145,25 +145,6 @@ fn amtool_checks_the_alertmanager_example() {
     }
 }
 
-/// Relays every TCP connection on a free loopback port to `socket`: how
-/// this test's Prometheus reaches `/metrics` (production scrapes it
-/// through NGINX).
-async fn relay(socket: PathBuf) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let socket = socket.clone();
-            tokio::spawn(async move {
-                if let Ok(mut unix) = UnixStream::connect(&socket).await {
-                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
-                }
-            });
-        }
-    });
-    port
-}
-
 /// A free loopback port (bound, then let go for Prometheus to take).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -255,11 +236,7 @@ async fn a_real_prometheus_fires_logger_late_for_a_silent_station_and_resolves_i
     let mut config = common::test_config(dir.path());
     config.late_factor = 1.0;
     config.late_grace_secs = 0;
-    let server = TestServer::start_in(dir, config).await;
-    let work = server.state.start_up_work().expect("start-up work");
-    tokio::task::spawn_blocking(move || work.join().expect("join"))
-        .await
-        .expect("join");
+    let server = TestServer::start_indexed(dir, config).await;
     let send = |station: &'static str, cycle: u32| {
         let body = data_message(station, cycle, chrono::Utc::now());
         let server = &server;
@@ -273,7 +250,7 @@ async fn a_real_prometheus_fires_logger_late_for_a_silent_station_and_resolves_i
     send("0043", 3600).await;
     send("0042", 4).await;
     let silent_since = Instant::now();
-    let port = relay(server.socket.clone()).await;
+    let port = server.relay().await;
 
     // The shipped rules, with the `for:` of DlsrvLoggerLate shortened.
     let dir = tempfile::tempdir().expect("tempdir");

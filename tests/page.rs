@@ -14,24 +14,6 @@ use std::process::Command;
 
 use chrono::Utc;
 use common::{TestServer, synthetic_archive};
-use tokio::net::{TcpListener, UnixStream};
-
-/// Relays every TCP connection on a free loopback port to `socket`.
-async fn relay(socket: PathBuf) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let socket = socket.clone();
-            tokio::spawn(async move {
-                if let Ok(mut unix) = UnixStream::connect(&socket).await {
-                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
-                }
-            });
-        }
-    });
-    port
-}
 
 struct Loaded {
     dom: String,
@@ -354,12 +336,8 @@ async fn the_status_page_loads_clean_in_a_real_browser_with_late_stations_and_sp
         recent,
     );
     let config = common::test_config(dir.path());
-    let server = TestServer::start_in(dir, config).await;
-    let work = server.state.start_up_work().expect("start-up work");
-    tokio::task::spawn_blocking(move || work.join().expect("join"))
-        .await
-        .expect("join");
-    let port = relay(server.socket.clone()).await;
+    let server = TestServer::start_indexed(dir, config).await;
+    let port = server.relay().await;
     let url = format!("http://127.0.0.1:{port}/status");
 
     // The detector sees console errors where there are some.
@@ -568,12 +546,8 @@ async fn the_station_page_charts_every_channel_as_the_export_reads_it() {
     );
 
     let config = common::test_config(dir.path());
-    let server = TestServer::start_in(dir, config).await;
-    let work = server.state.start_up_work().expect("start-up work");
-    tokio::task::spawn_blocking(move || work.join().expect("join"))
-        .await
-        .expect("join");
-    let port = relay(server.socket.clone()).await;
+    let server = TestServer::start_indexed(dir, config).await;
+    let port = server.relay().await;
     let url = format!("http://127.0.0.1:{port}/status/{station}");
 
     let asked = Utc::now();

@@ -469,11 +469,7 @@ async fn the_pages_refuse_a_loggers_login_and_metrics_carry_the_stations() {
     let mut config = common::test_config(dir.path());
     config.station_access = dlsrv::config::StationAccess::Map;
     config.logins_file = Some(logins);
-    let server = TestServer::start_in(dir, config).await;
-    let work = server.state.start_up_work().expect("start-up work");
-    tokio::task::spawn_blocking(move || work.join().expect("join"))
-        .await
-        .expect("join");
+    let server = TestServer::start_indexed(dir, config).await;
 
     let get = |path: &str, login: Option<&str>| {
         let user = login

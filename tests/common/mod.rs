@@ -79,6 +79,38 @@ impl TestServer {
         }
     }
 
+    /// Starts on an archive already in `dir` and waits for the start-up
+    /// work (the catalog filled from the archive) to finish.
+    pub async fn start_indexed(dir: tempfile::TempDir, config: Config) -> TestServer {
+        let server = Self::start_in(dir, config).await;
+        let work = server.state.start_up_work().expect("start-up work");
+        tokio::task::spawn_blocking(move || work.join().expect("join"))
+            .await
+            .expect("join");
+        server
+    }
+
+    /// Relays every TCP connection on a free loopback port to the socket
+    /// (for a browser, or a Prometheus scraping `/metrics`): the port.
+    pub async fn relay(&self) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let socket = self.socket.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut unix) = UnixStream::connect(&socket).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+                    }
+                });
+            }
+        });
+        port
+    }
+
     /// Signals shutdown and waits for the drain to finish.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
