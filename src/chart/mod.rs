@@ -350,11 +350,16 @@ impl Charts {
                 }
             }
         }
-        let drawn: usize = runs.iter().map(Vec::len).sum();
         let unit = if c.unit.is_empty() {
             String::new()
         } else {
             format!(" {}", c.unit)
+        };
+        let drawn: usize = runs.iter().map(Vec::len).sum();
+        let range = if numbers.is_empty() {
+            "no values, only failed ones".to_owned()
+        } else {
+            format!("{} to {}{unit}", fmt(lo), fmt(hi))
         };
         let title = if c.name.is_empty() {
             c.id.clone()
@@ -369,8 +374,8 @@ impl Charts {
                 figcaption { strong { (title) } (unit) span.small { " · " (values) " values"
                     @if !failed.is_empty() { ", " span.failed { (failed.len()) " failed" } } } }
                 svg width=(WIDTH) height=(HEIGHT) viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img"
-                    aria-label={ (title) ", " (fmt(lo)) " to " (fmt(hi)) (unit) } {
-                    title { (title) ": " (fmt(lo)) " to " (fmt(hi)) (unit) }
+                    aria-label={ (title) ": " (range) } {
+                    title { (title) ": " (range) }
                     rect.plot x=(LEFT) y=(TOP) width=(PLOT_W) height=(PLOT_H) {}
                     (self.day_ticks())
                     @if let Some(t) = silent {

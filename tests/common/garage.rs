@@ -103,7 +103,9 @@ impl Garage {
         garage.run_server();
         let node = garage.cli_retrying(&["node", "id", "-q"]);
         let node = node.trim().split('@').next().expect("node id").to_owned();
-        garage.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        // `node id` reads the key the server wrote at start, which can be
+        // before the server listens for RPC: the first call over RPC waits.
+        garage.cli_retrying(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
         garage.cli(&["layout", "apply", "--version", "1"]);
         let key = garage.cli(&["key", "create", "dlsrv-test"]);
         let field = |name: &str| {
