@@ -669,6 +669,34 @@ mod tests {
     }
 
     #[test]
+    fn a_channel_of_failed_values_only_is_marked_not_drawn() {
+        let to = Utc
+            .with_ymd_and_hms(2026, 3, 8, 0, 0, 0)
+            .single()
+            .expect("time");
+        let from = to - chrono::Duration::days(1);
+        let (station, channel) = metas();
+        let mut charts = Charts::new(from, to);
+        let rows: Vec<ValueRow> = (1..=3)
+            .map(|h| {
+                row(
+                    &channel,
+                    &station,
+                    from + chrono::Duration::hours(h),
+                    "",
+                    "05",
+                )
+            })
+            .collect();
+        charts.add("S1", &rows);
+        let html = charts.render(0).into_string();
+        assert!(html.contains("data-points=\"0\"") && html.contains("data-failed=\"3\""));
+        assert!(html.contains("no values, only failed ones"), "{html}");
+        assert_eq!(html.matches("<line class=\"failed\"").count(), 3);
+        assert!(!html.contains("<polyline"));
+    }
+
+    #[test]
     fn a_dense_column_keeps_its_extremes_in_bounded_memory() {
         let to = Utc
             .with_ymd_and_hms(2026, 3, 8, 0, 0, 0)
