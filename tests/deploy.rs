@@ -1518,17 +1518,10 @@ fn host_body(i: usize) -> (String, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_one_host_sends_the_load_to_the_other_and_every_200_body_is_there() {
-    let Some(TwoHosts {
-        pg,
-        url: _url,
-        dir_a: _dir_a,
-        dir_b: _dir_b,
-        a,
-        b,
-    }) = TwoHosts::start(&[])
-    else {
+    let Some(hosts) = TwoHosts::start(&[]) else {
         return;
     };
+    let TwoHosts { pg, a, b, .. } = &hosts;
     let nginx = Arc::new(Nginx::start(&[&a.socket, &b.socket]));
     // Within the site's per-login burst (7 logins × 30).
     let total = 180;
@@ -1592,17 +1585,10 @@ async fn kill_9_of_one_host_sends_the_load_to_the_other_and_every_200_body_is_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_stopped_for_30_s_never_stops_intake_and_every_row_arrives_once() {
-    let Some(TwoHosts {
-        pg,
-        url: _url,
-        dir_a: _dir_a,
-        dir_b: _dir_b,
-        a,
-        b,
-    }) = TwoHosts::start(&[])
-    else {
+    let Some(hosts) = TwoHosts::start(&[]) else {
         return;
     };
+    let TwoHosts { pg, a, b, .. } = &hosts;
     let sockets = [a.socket.clone(), b.socket.clone()];
     let post = |i: usize| {
         let socket = sockets[i % 2].clone();
@@ -1721,17 +1707,10 @@ async fn postgresql_stopped_for_30_s_never_stops_intake_and_every_row_arrives_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_that_commits_late_is_not_skipped_by_the_other_hosts() {
-    let Some(TwoHosts {
-        pg,
-        url: _url,
-        dir_a: _dir_a,
-        dir_b: _dir_b,
-        a,
-        b,
-    }) = TwoHosts::start(&[])
-    else {
+    let Some(hosts) = TwoHosts::start(&[]) else {
         return;
     };
+    let TwoHosts { pg, a, b, .. } = &hosts;
     wait_for("the schema", std::time::Duration::from_secs(20), || {
         pg.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'catalog_hosts'")
             .trim()
