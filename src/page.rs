@@ -255,12 +255,16 @@ pub(crate) fn station(
     lateness: Lateness,
     now: DateTime<Utc>,
     station_id: &str,
-    (days, charts): (u32, &str),
+    days: u32,
+    charts: impl FnOnce(i64) -> rusqlite::Result<std::sync::Arc<String>>,
 ) -> rusqlite::Result<Option<String>> {
     let found = status::stations(conn, state_dir, lateness, now, &[station_id.to_owned()])?;
     let Some(s) = found.into_iter().next() else {
         return Ok(None);
     };
+    // The charts of the last `days`, given how long this station may be
+    // silent without being late (see `crate::chart`).
+    let charts = charts(lateness.limit(s.expected_cycle_secs))?;
     let channels: Vec<ChannelRow> = conn
         .prepare_cached("SELECT channels FROM stations WHERE station_id = ?1")?
         .query_row(params![station_id], |r| r.get::<_, Option<String>>(0))?
@@ -303,7 +307,7 @@ pub(crate) fn station(
         nav.small { "window: " @for d in [1, 7, 30, 90] {
             @if d == days { strong { (d) " d" } " " } @else { a href={ "?days=" (d) } { (d) " d" } " " }
         } }
-        (PreEscaped(charts))
+        (PreEscaped(charts.as_str()))
         h2 { "Channels (latest data message)" }
         div.wrap { table #channels {
             tr { th { "Channel" } th { "Name" } th { "Last value" } th { "Unit" } th { "Time (UTC)" } th { "Values" } th { "Failed" } }

@@ -191,27 +191,17 @@ async fn status_page(
                 &[],
             )?))),
             (Some(id), _) => {
-                // Charts only for a station the catalog knows (read apart
-                // from this reader: they may take a while to gather).
-                let Some(known) = crate::status::stations(
-                    conn,
-                    &state_dir,
-                    lateness,
-                    now,
-                    std::slice::from_ref(id),
-                )?
-                .into_iter()
-                .next() else {
-                    return Ok(None);
+                // The charts are gathered apart from this reader (they may
+                // take a while), and only for a station the catalog knows.
+                let charts = |quiet| {
+                    s.charts.get_or_render((id.clone(), days), || {
+                        let from = now - chrono::Duration::days(i64::from(days));
+                        crate::chart::gather(&s.config, &s.catalog, id, from, now)
+                            .map(|c| c.render(quiet).into_string())
+                    })
                 };
-                let quiet = lateness.limit(known.expected_cycle_secs);
-                let charts = s.charts.get_or_render((id.clone(), days), || {
-                    let from = now - chrono::Duration::days(i64::from(days));
-                    crate::chart::gather(&s.config, &s.catalog, id, from, now)
-                        .map(|c| c.render(quiet).into_string())
-                })?;
                 Ok(
-                    crate::page::station(conn, &state_dir, lateness, now, id, (days, &charts))?
+                    crate::page::station(conn, &state_dir, lateness, now, id, days, charts)?
                         .map(Rendered::Html),
                 )
             }
