@@ -161,6 +161,11 @@ mod tests {
         assert_eq!(store.headers(60), vec![("retry-after", "60".to_owned())]);
         let busy = RequestError::Busy("x");
         assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // The reasons the alert rules tell apart (dlsrv_refused_total).
+        assert_eq!(busy.kind(), "busy");
+        assert_eq!(RequestError::Busy(DISK_LOW).kind(), "disk_full");
+        assert_eq!(RequestError::Busy(MEMORY_FULL).kind(), "memory_full");
+        assert_eq!(store.kind(), "store_failed");
         assert!(busy.headers(60).contains(&("retry-after", "60".to_owned())));
         assert_eq!(
             store.reason(),

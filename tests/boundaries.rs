@@ -815,6 +815,12 @@ async fn below_min_free_bytes_stores_and_hand_outs_get_503_and_nothing_changes()
         200,
         "what does not write still works"
     );
+    // The reason the alert rules read (DlsrvRefusingBodies, DlsrvDiskFull).
+    let metrics = server.get("/metrics").await.text();
+    assert!(
+        metrics.contains("dlsrv_refused_total{status=\"503\",reason=\"disk_full\"} 2"),
+        "{metrics}"
+    );
     println!(
         "min_free_bytes above the free space: senddata 503, requestcommand 503 (command still pending), /ping 200"
     );

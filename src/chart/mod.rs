@@ -656,6 +656,9 @@ mod tests {
             html.contains("class=\"silent\""),
             "the silent tail is shaded"
         );
+        // Six silent hours of a station that may be silent seven: not late, not shaded.
+        let on_time = charts.render(7 * 3600).into_string();
+        assert!(!on_time.contains("class=\"silent\""), "{on_time}");
         assert!(
             html.contains(">99.00<") && html.contains(">12.50<"),
             "max and min labels"
